@@ -1,0 +1,200 @@
+//! Command-line definitions, and nothing else: clap types are turned into a
+//! validated [`crate::config::RunConfig`] once, and nothing below sees clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flagmaster",
+    version,
+    about = "Download many small files serially, with a thread pool, or with worker processes, \
+             and compare what each buys for I/O-bound work.",
+    after_help = "Without a subcommand, downloads every name of the list. \
+                  By default the built-in DELAY site is started on 127.0.0.1, so no network is needed.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the built-in flag site (generated JPEGs) until interrupted.
+    Serve(ServeArgs),
+    /// Run as a worker process of a master (internal).
+    #[command(name = flagmaster_worker::child::SUBCOMMAND, hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Who runs the worker loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// One worker loop in the main thread.
+    Serial,
+    /// `--threads` worker threads in one process.
+    Threads,
+    /// `--procs` worker processes (each with `--threads` threads).
+    Proc,
+}
+
+/// Which site to download from (the labels of Fluent Python's flags2 scripts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServerKind {
+    /// Built-in site on 127.0.0.1, no delay.
+    #[value(name = "LOCAL")]
+    Local,
+    /// Built-in site on 127.0.0.1 with 100-300 ms latency, like a real remote site.
+    #[value(name = "DELAY")]
+    Delay,
+    /// As DELAY, and a quarter of the answers are 503 errors.
+    #[value(name = "ERROR")]
+    Error,
+    /// The real flag site on the internet.
+    #[value(name = "REMOTE")]
+    Remote,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Who runs the worker loop.
+    #[arg(long, value_enum, default_value_t = Mode::Proc)]
+    pub mode: Mode,
+
+    /// Worker processes in proc mode.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub procs: u32,
+
+    /// Worker threads: the pool size in threads mode (default 8), threads inside
+    /// each worker process in proc mode (default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub threads: Option<u32>,
+
+    /// List of names, one per line; blank lines and '#' comments are ignored.
+    /// Default: the built-in copy of flags.txt.
+    #[arg(long, value_name = "FILE")]
+    pub list: Option<PathBuf>,
+
+    /// Take only the first N names.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Site to download from [default: DELAY].
+    #[arg(long, value_enum, ignore_case = true, conflicts_with = "base_url")]
+    pub server: Option<ServerKind>,
+
+    /// Download from this base URL instead ({base}/{name}.jpg).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Directory the files are saved in.
+    #[arg(long, value_name = "DIR", default_value = "flags")]
+    pub dest: PathBuf,
+
+    /// Directory of the per-worker logs and master.log (replaced on every run).
+    #[arg(long, value_name = "DIR", default_value = "logs")]
+    pub log_dir: PathBuf,
+
+    /// Items handed to a worker at a time [default: items / (workers x 4), 1 to 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_size: Option<u32>,
+
+    /// Seconds one attempt may take, from connecting to the last byte.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs)]
+    pub timeout: f64,
+
+    /// Extra attempts for transient failures (connection errors, timeouts, 408, 429, 5xx).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+
+    /// Largest body accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024)]
+    pub max_size: u64,
+
+    /// Print one JSON document instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+
+    /// Delay before every answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub delay_ms: u64,
+
+    /// Extra random delay, 0 to MS milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub jitter_ms: u64,
+
+    /// Share of requests answered with 503, from 0 to 1.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub error_rate: f64,
+
+    /// Names to serve. Default: the built-in copy of flags.txt.
+    #[arg(long, value_name = "FILE")]
+    pub list: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Name of the master's one-shot IPC server.
+    #[arg(long)]
+    pub server: String,
+    /// This worker's number (1-based).
+    #[arg(long)]
+    pub worker: u32,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err("expected seconds, more than 0 and at most 86400".into()),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("expected a number from 0 to 1".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_labels_ignore_case() {
+        let cli = Cli::try_parse_from(["flagmaster", "--server", "local"]).unwrap();
+        assert_eq!(cli.run.server, Some(ServerKind::Local));
+    }
+
+    #[test]
+    fn zero_workers_are_refused() {
+        assert!(Cli::try_parse_from(["flagmaster", "--procs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["flagmaster", "--threads", "0"]).is_err());
+        assert!(Cli::try_parse_from(["flagmaster", "--timeout", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["flagmaster", "--server", "LOCAL", "--base-url", "x"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! The set-up errors of a run. Anything that goes wrong with one item is an
+//! outcome, not an error; these are the failures that stop a run before or
+//! outside the downloads, and all of them exit with status 2.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read list {}: {source}", path.display())]
+    ReadList {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("list {0} has no names")]
+    EmptyList(String),
+    #[error("bad --base-url {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("{what} {} is not a directory", path.display())]
+    NotADirectory { what: &'static str, path: PathBuf },
+    #[error("cannot write to {what} {}: {source}", path.display())]
+    Unwritable {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the built-in site on {addr}: {source}")]
+    Site {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start worker processes: {0}")]
+    Spawn(String),
+}

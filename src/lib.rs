@@ -1,0 +1,311 @@
+//! flagmaster downloads many small files and shows what serial code, a thread
+//! pool and a pool of worker processes do for I/O-bound work.
+//!
+//! One fetch path, three transports: the code that fetches, saves, logs and
+//! reports one item lives in the `flagmaster_worker` crate and is the same in
+//! every mode. [`master`] only decides who runs the worker loop (the main
+//! thread, N threads fed over crossbeam-channel, or N child processes fed over
+//! ipc-channel) and folds the reports into a [`report::RunReport`]. Worker
+//! processes are this same binary, re-executed with a hidden subcommand.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod exit;
+pub mod list;
+pub mod master;
+pub mod report;
+pub mod site;
+
+use std::fs;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use flagmaster_worker::log::{LogFile, MASTER_LOG};
+use flagmaster_worker::save::remove_leftovers;
+
+use cli::{Cli, Command, Mode, RunArgs, ServeArgs, ServerKind};
+use config::{RunConfig, Source};
+use error::Error;
+use report::{RunInfo, RunReport};
+use site::{Site, SiteConfig};
+
+/// Parses the command line, runs, and maps the outcome to an exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let result = match cli.command {
+        Some(Command::Worker(args)) => {
+            return match flagmaster_worker::child::run(&args.server, args.worker) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flagmaster worker {}: {e}", args.worker);
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Serve(args)) => serve(args),
+        None => download(cli.run),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("flagmaster: {e}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// Help and version go to stdout with status 0; a usage error is one line on
+/// stderr with status 2 (clap's own rendering spans several lines).
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("usage error");
+            eprintln!("flagmaster: {}", first.trim_start_matches("error: "));
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// The latency of the built-in DELAY and ERROR sites: 100 ms plus 0-200 ms.
+const DELAY_MS: u64 = 100;
+const JITTER_MS: u64 = 200;
+/// Share of 503 answers of the ERROR site.
+const ERROR_RATE: f64 = 0.25;
+
+fn site_config(kind: ServerKind, names: Vec<String>) -> SiteConfig {
+    let (delay_ms, jitter_ms, error_rate) = match kind {
+        ServerKind::Delay => (DELAY_MS, JITTER_MS, 0.0),
+        ServerKind::Error => (DELAY_MS, JITTER_MS, ERROR_RATE),
+        ServerKind::Local | ServerKind::Remote => (0, 0, 0.0),
+    };
+    SiteConfig {
+        names,
+        delay_ms,
+        jitter_ms,
+        error_rate,
+    }
+}
+
+fn describe_site(config: &SiteConfig) -> String {
+    let mut text = format!("{} flags", config.names.len());
+    if config.delay_ms > 0 || config.jitter_ms > 0 {
+        text += &format!(
+            ", {}-{} ms latency",
+            config.delay_ms,
+            config.delay_ms + config.jitter_ms
+        );
+    }
+    if config.error_rate > 0.0 {
+        text += &format!(", {:.0}% errors", config.error_rate * 100.0);
+    }
+    text
+}
+
+fn download(args: RunArgs) -> Result<u8, Error> {
+    let config = RunConfig::from_args(args)?;
+    config::prepare_dir("--dest", &config.dest)?;
+    config::prepare_dir("--log-dir", &config.log_dir)?;
+    let leftovers = remove_leftovers(&config.dest).unwrap_or(0);
+    reset_logs(&config.log_dir)?;
+    let master_log_path = config.log_dir.join(MASTER_LOG);
+    let log = LogFile::append(&master_log_path).map_err(|source| Error::Unwritable {
+        what: "log",
+        path: master_log_path.clone(),
+        source,
+    })?;
+
+    // The built-in site always serves the built-in list: like a real site, it
+    // has the flags it has, and other names are 404s.
+    let (site, site_label, base_url) = match &config.source {
+        Source::Builtin(kind) => {
+            let site_config = site_config(*kind, list::parse(list::BUILTIN).names);
+            let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let description = describe_site(&site_config);
+            let site = Site::start(site_config, bind).map_err(|source| Error::Site {
+                addr: bind.to_string(),
+                source,
+            })?;
+            let base = site.base_url();
+            let label = format!("{kind:?}").to_uppercase();
+            (
+                Some(site),
+                format!("{label} (built-in, {description})"),
+                base,
+            )
+        }
+        Source::Url { label, base } => (None, label.clone(), base.clone()),
+    };
+
+    // With --json, stdout carries the JSON document only.
+    let mut notes: Box<dyn Write> = if config.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let mode = mode_name(config.mode);
+    let _ = writeln!(notes, "Site: {site_label} at {base_url}");
+    let _ = writeln!(
+        notes,
+        "Mode: {mode}, {} x {} thread(s), {} items from {} in chunks of {} -> {} (logs in {})",
+        config.procs,
+        config.threads,
+        config.names.len(),
+        config.list_label,
+        config.chunk_size,
+        config.dest.display(),
+        config.log_dir.display(),
+    );
+    for dup in &config.duplicates {
+        eprintln!("flagmaster: warning: duplicate entry {dup:?} is downloaded once");
+    }
+    if leftovers > 0 {
+        eprintln!("flagmaster: removed {leftovers} temporary files left by an earlier run");
+    }
+    let _ = notes.flush();
+    drop(notes);
+
+    let info = RunInfo {
+        mode: mode.to_string(),
+        procs: config.procs,
+        threads: config.threads,
+        site: site_label.split(' ').next().unwrap_or("").to_string(),
+        base_url: base_url.clone(),
+        list: config.list_label.clone(),
+        dest: config.dest.display().to_string(),
+        log_dir: config.log_dir.display().to_string(),
+        chunk_size: config.chunk_size,
+    };
+    log.line(&[
+        ("event", &"start"),
+        ("pid", &std::process::id()),
+        ("mode", &mode),
+        ("procs", &config.procs),
+        ("threads", &config.threads),
+        ("items", &config.names.len()),
+        ("chunk_size", &config.chunk_size),
+        ("site", &info.site),
+        ("base_url", &base_url),
+        ("dest", &info.dest),
+        ("timeout_ms", &config.fetch.timeout_ms),
+        ("retries", &config.fetch.retries),
+        ("max_size", &config.fetch.max_size),
+    ]);
+
+    let items = list::items(&config.names, &base_url);
+    let started = Instant::now();
+    let collected = master::run(&config, items, &log)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(site);
+
+    let report = RunReport::new(info, collected, elapsed);
+    let status = exit::for_counts(&report.counts);
+    log.line(&[
+        ("event", &"done"),
+        ("ok", &report.counts.ok),
+        ("not_found", &report.counts.not_found),
+        ("error", &report.counts.error),
+        ("bytes", &report.bytes),
+        ("elapsed_secs", &format!("{elapsed:.6}")),
+        ("exit", &status),
+    ]);
+    let mut stdout = std::io::stdout().lock();
+    let text = if config.json {
+        report.to_json() + "\n"
+    } else {
+        report.to_text()
+    };
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+    Ok(status)
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Serial => "serial",
+        Mode::Threads => "threads",
+        Mode::Proc => "proc",
+    }
+}
+
+/// Removes the logs of the previous run so that they are replaced, not mixed in.
+fn reset_logs(dir: &Path) -> Result<(), Error> {
+    let entries = fs::read_dir(dir).map_err(|source| Error::Unwritable {
+        what: "--log-dir",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name == MASTER_LOG || (name.starts_with("worker-") && name.ends_with(".log"));
+        if ours {
+            fs::remove_file(entry.path()).map_err(|source| Error::Unwritable {
+                what: "log",
+                path: entry.path(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<u8, Error> {
+    let (text, label) = match &args.list {
+        Some(path) => (
+            fs::read_to_string(path).map_err(|source| Error::ReadList {
+                path: path.clone(),
+                source,
+            })?,
+            path.display().to_string(),
+        ),
+        None => (list::BUILTIN.to_string(), "built-in flags.txt".into()),
+    };
+    let names = list::parse(&text).names;
+    if names.is_empty() {
+        return Err(Error::EmptyList(label));
+    }
+    let config = SiteConfig {
+        names,
+        delay_ms: args.delay_ms,
+        jitter_ms: args.jitter_ms,
+        error_rate: args.error_rate,
+    };
+    let description = describe_site(&config);
+    let bind = SocketAddr::new(args.bind, args.port);
+    let site = Site::start(config, bind).map_err(|source| Error::Site {
+        addr: bind.to_string(),
+        source,
+    })?;
+    // Whoever started us may read only the first line and close the pipe; that
+    // must not stop the site.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "Serving {description} at {}", site.base_url());
+    let _ = writeln!(
+        stdout,
+        "Request count at http://{}/stats. Stop with Ctrl-C.",
+        site.addr()
+    );
+    let _ = stdout.flush();
+    drop(stdout);
+    site.wait();
+    Ok(exit::OK)
+}

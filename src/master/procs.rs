@@ -1,0 +1,264 @@
+//! Proc mode: N worker processes, the same binary re-executed with the hidden
+//! worker subcommand, fed and reporting over ipc-channel.
+//!
+//! Handshake (as in ipc-channel's own tests): for each worker the master
+//! creates an `IpcOneShotServer`, passes its name on the child's command line,
+//! and `accept()`s the child's `Hello`, which carries the sender for commands.
+//! `accept()` has no timeout and blocks forever if the child dies before it
+//! connects, so it runs on a helper thread while the master watches the child
+//! with `try_wait()` under a deadline, and releases a stuck helper by connecting
+//! to the server itself.
+//!
+//! After the handshake a forwarder thread per child moves its events into the
+//! one crossbeam channel the main loop reads; when the child's channel
+//! disconnects (it exited, crashed or was killed) the forwarder sends `Gone`.
+//! The global ipc-channel ROUTER is deliberately not used: it silently drops
+//! closed routes and would hide a dead worker.
+
+use std::fs::File;
+use std::process::{Child, Command as Process, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
+use flagmaster_worker::child::SUBCOMMAND;
+use flagmaster_worker::protocol::{Command, Event, Hello, WorkerSetup};
+use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
+
+use super::collect::{Collector, Envelope};
+use super::worker_log_path;
+use crate::config::RunConfig;
+use crate::error::Error;
+
+/// How long all workers together may take to start and say hello.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a worker whose channel closed may take to exit before it is killed.
+const REAP_DEADLINE: Duration = Duration::from_secs(2);
+
+type Accepted = Result<(IpcReceiver<Event>, Event), ipc_channel::IpcError>;
+
+struct Pending {
+    child: Child,
+    server_name: String,
+}
+
+pub fn run(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
+    let (accepted_tx, accepted) = unbounded::<(u32, Accepted)>();
+    let mut pending: Vec<(u32, Pending)> = Vec::new();
+    for worker in 1..=config.procs {
+        match spawn(&exe, config, worker, &accepted_tx) {
+            Ok(p) => {
+                collector_log(collector, "spawn", worker, p.child.id());
+                pending.push((worker, p));
+            }
+            Err(e) => {
+                kill_all(pending.into_iter().map(|(_, p)| p.child));
+                return Err(e);
+            }
+        }
+    }
+    drop(accepted_tx);
+
+    let (events_tx, events) = unbounded::<Envelope>();
+    let mut children: Vec<(u32, Child)> = Vec::new();
+    let deadline = Instant::now() + HANDSHAKE_DEADLINE;
+    while !pending.is_empty() {
+        match accepted.recv_timeout(Duration::from_millis(20)) {
+            Ok((worker, result)) => {
+                let Some(pos) = pending.iter().position(|(w, _)| *w == worker) else {
+                    continue;
+                };
+                let (_, mut p) = pending.swap_remove(pos);
+                match result {
+                    Ok((receiver, Event::Hello(hello))) if hello.worker == worker => {
+                        if greet(config, collector, hello, receiver, &events_tx) {
+                            children.push((worker, p.child));
+                        } else {
+                            handshake_failed(
+                                collector,
+                                worker,
+                                &mut p.child,
+                                "setup not delivered",
+                            );
+                        }
+                    }
+                    Ok(_) => handshake_failed(collector, worker, &mut p.child, "bad hello"),
+                    Err(e) => handshake_failed(collector, worker, &mut p.child, &e.to_string()),
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let timed_out = Instant::now() >= deadline;
+                let mut i = 0;
+                while i < pending.len() {
+                    let exited = matches!(pending[i].1.child.try_wait(), Ok(Some(_)));
+                    if exited || timed_out {
+                        let (worker, mut p) = pending.swap_remove(i);
+                        // Release the helper thread blocked in accept().
+                        let _ = IpcSender::<Event>::connect(p.server_name.clone());
+                        let why = if exited {
+                            "exited before connecting"
+                        } else {
+                            "did not connect in time"
+                        };
+                        handshake_failed(collector, worker, &mut p.child, why);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    drop(events_tx);
+    if children.is_empty() {
+        return Err(Error::Spawn(format!(
+            "none of the {} worker processes completed the handshake (see {})",
+            config.procs,
+            config.log_dir.display()
+        )));
+    }
+
+    collector.drive(events, |worker| {
+        let pos = children.iter().position(|(w, _)| *w == worker)?;
+        let (_, mut child) = children.swap_remove(pos);
+        Some(describe(reap(&mut child)))
+    });
+    kill_all(children.into_iter().map(|(_, c)| c));
+    Ok(())
+}
+
+/// Starts worker `worker` with its stderr going to its log file (so a panic
+/// message is never lost), and a helper thread accepting its connection.
+fn spawn(
+    exe: &std::path::Path,
+    config: &RunConfig,
+    worker: u32,
+    accepted: &Sender<(u32, Accepted)>,
+) -> Result<Pending, Error> {
+    let (server, server_name) = IpcOneShotServer::<Event>::new()
+        .map_err(|e| Error::Spawn(format!("cannot create an IPC server: {e}")))?;
+    let log_path = worker_log_path(&config.log_dir, worker);
+    let stderr = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| Error::Unwritable {
+            what: "log",
+            path: log_path.clone(),
+            source,
+        })?;
+    let child = Process::new(exe)
+        .arg(SUBCOMMAND)
+        .arg("--server")
+        .arg(&server_name)
+        .arg("--worker")
+        .arg(worker.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| Error::Spawn(format!("cannot start {}: {e}", exe.display())))?;
+    let accepted = accepted.clone();
+    thread::Builder::new()
+        .name(format!("accept-{worker:02}"))
+        .spawn(move || {
+            let _ = accepted.send((worker, server.accept()));
+        })
+        .map_err(|e| Error::Spawn(format!("cannot start a thread: {e}")))?;
+    Ok(Pending { child, server_name })
+}
+
+/// Sends the worker its setup and starts forwarding its events. False if the
+/// worker could not be reached.
+fn greet(
+    config: &RunConfig,
+    collector: &mut Collector,
+    hello: Hello,
+    receiver: IpcReceiver<Event>,
+    events: &Sender<Envelope>,
+) -> bool {
+    let worker = hello.worker;
+    let setup = WorkerSetup {
+        worker,
+        threads: config.threads,
+        dest: config.dest.clone(),
+        log: worker_log_path(&config.log_dir, worker),
+        fetch: config.fetch.clone(),
+    };
+    if hello.commands.send(Command::Setup(setup)).is_err() {
+        return false;
+    }
+    collector_log(collector, "hello", worker, hello.pid);
+    collector.add_worker(worker, hello.pid, Some(Box::new(hello.commands)));
+    let events = events.clone();
+    let forwarder = thread::Builder::new()
+        .name(format!("forward-{worker:02}"))
+        .spawn(move || {
+            // Messages sent before a worker dies are still delivered; then recv
+            // fails with Disconnected.
+            while let Ok(event) = receiver.recv() {
+                if events.send(Envelope::Event { worker, event }).is_err() {
+                    return;
+                }
+            }
+            let _ = events.send(Envelope::Gone { worker });
+        });
+    if forwarder.is_err() {
+        collector.abandon_worker(worker);
+        return false;
+    }
+    true
+}
+
+fn collector_log(collector: &Collector, event: &str, worker: u32, pid: u32) {
+    collector
+        .log()
+        .line(&[("event", &event), ("worker", &worker), ("pid", &pid)]);
+}
+
+fn handshake_failed(collector: &Collector, worker: u32, child: &mut Child, why: &str) {
+    let _ = child.kill();
+    let status = describe(reap(child));
+    eprintln!(
+        "flagmaster: worker {worker} (pid {}) failed to start: {why} ({status})",
+        child.id()
+    );
+    collector.log().line(&[
+        ("event", &"handshake_failed"),
+        ("worker", &worker),
+        ("pid", &child.id()),
+        ("why", &why),
+        ("exit", &status),
+    ]);
+}
+
+/// Waits up to [`REAP_DEADLINE`] for `child` to exit, then kills it.
+fn reap(child: &mut Child) -> std::io::Result<ExitStatus> {
+    let deadline = Instant::now() + REAP_DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return child.wait();
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn describe(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+fn kill_all(children: impl Iterator<Item = Child>) {
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

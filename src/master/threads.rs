@@ -1,0 +1,89 @@
+//! Threads mode: N worker threads in this process, each fed and reporting over
+//! crossbeam channels, sharing one HTTP agent (one connection pool).
+
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{unbounded, Sender};
+use flagmaster_worker::fetch::{Fetcher, WorkerId};
+use flagmaster_worker::protocol::{Command, Event};
+use flagmaster_worker::run_loop;
+
+use super::collect::{Collector, Envelope};
+use super::open_worker_log;
+use crate::config::RunConfig;
+use crate::error::Error;
+
+/// Sends `Gone` when a worker thread ends, by returning or by panicking, so the
+/// main loop always learns about it and can requeue what the thread held.
+struct GoneGuard {
+    worker: u32,
+    events: Sender<Envelope>,
+}
+
+impl Drop for GoneGuard {
+    fn drop(&mut self) {
+        let _ = self.events.send(Envelope::Gone {
+            worker: self.worker,
+        });
+    }
+}
+
+pub fn run(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
+    let fetcher = Fetcher::new(config.fetch.clone(), config.dest.clone());
+    let pid = std::process::id();
+    let (events_tx, events) = unbounded::<Envelope>();
+    let mut handles = Vec::new();
+    for worker in 1..=config.threads {
+        let log = open_worker_log(&config.log_dir, worker)?;
+        let (commands_tx, commands) = unbounded::<Command>();
+        collector.add_worker(worker, pid, Some(Box::new(commands_tx)));
+        let fetcher = fetcher.clone();
+        let events = events_tx.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("worker-{worker:02}"))
+            .spawn(move || {
+                let _gone = GoneGuard {
+                    worker,
+                    events: events.clone(),
+                };
+                let who = WorkerId {
+                    worker,
+                    pid,
+                    thread: 0,
+                };
+                let started = Instant::now();
+                let send = |event| events.send(Envelope::Event { worker, event }).is_ok();
+                let next_chunk = || {
+                    if !send(Event::Want { thread: 0 }) {
+                        return None;
+                    }
+                    match commands.recv() {
+                        Ok(Command::Chunk(items)) => Some(items),
+                        _ => None,
+                    }
+                };
+                let tally = run_loop(&fetcher, &who, &log, next_chunk, |r| send(Event::Item(r)));
+                send(Event::Finished(
+                    tally.summary(started.elapsed().as_secs_f64()),
+                ));
+            });
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                // Threads already started are released by the drained loop below.
+                collector.abandon_worker(worker);
+                eprintln!("flagmaster: cannot start worker thread {worker}: {e}");
+            }
+        }
+    }
+    drop(events_tx);
+    if handles.is_empty() {
+        return Err(Error::Spawn("no worker thread could be started".into()));
+    }
+    collector.drive(events, |_| None);
+    for handle in handles {
+        let _ = handle.join();
+    }
+    Ok(())
+}

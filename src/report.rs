@@ -1,0 +1,258 @@
+//! The run report: figures folded from the collected results, and their text
+//! and JSON forms. Pure functions of the results, so they are tested directly.
+
+use std::fmt::Write as _;
+
+use flagmaster_worker::protocol::{ItemReport, Status};
+use serde::Serialize;
+
+use crate::master::collect::Collected;
+
+/// How many failed items the text report lists before pointing at the logs.
+const MAX_LISTED_FAILURES: usize = 50;
+
+/// Counts by outcome.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub ok: usize,
+    pub not_found: usize,
+    pub error: usize,
+}
+
+/// One row of the per-worker table.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WorkerRow {
+    pub worker: u32,
+    pub pid: u32,
+    pub items: u32,
+    pub bytes: u64,
+    /// The worker's own time from start to finish; `None` if it never finished.
+    pub secs: Option<f64>,
+    /// How the worker process ended (proc mode only).
+    pub exit: Option<String>,
+}
+
+/// Settings of the run, as reported.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RunInfo {
+    pub mode: String,
+    pub procs: u32,
+    pub threads: u32,
+    pub site: String,
+    pub base_url: String,
+    pub list: String,
+    pub dest: String,
+    pub log_dir: String,
+    pub chunk_size: usize,
+}
+
+/// Everything a run reports; `--json` prints it as is.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RunReport {
+    #[serde(flatten)]
+    pub info: RunInfo,
+    pub items: usize,
+    pub counts: Counts,
+    /// Bytes saved to disk: the sum of the sizes of the files written.
+    pub bytes: u64,
+    pub elapsed_secs: f64,
+    pub workers: Vec<WorkerRow>,
+    pub results: Vec<ItemReport>,
+}
+
+impl RunReport {
+    pub fn new(info: RunInfo, collected: Collected, elapsed_secs: f64) -> RunReport {
+        let mut counts = Counts::default();
+        let mut bytes = 0;
+        for r in &collected.reports {
+            match r.status {
+                Status::Ok => counts.ok += 1,
+                Status::NotFound => counts.not_found += 1,
+                Status::Error => counts.error += 1,
+            }
+            bytes += r.bytes;
+        }
+        let workers = collected
+            .workers
+            .iter()
+            .map(|w| WorkerRow {
+                worker: w.worker,
+                pid: w.pid,
+                items: w.tally.items,
+                bytes: w.tally.bytes,
+                secs: w.summary.as_ref().map(|s| s.secs),
+                exit: w.exit.clone(),
+            })
+            .collect();
+        RunReport {
+            info,
+            items: collected.reports.len(),
+            counts,
+            bytes,
+            elapsed_secs,
+            workers,
+            results: collected.reports,
+        }
+    }
+
+    /// The text report; its last two lines are the classic
+    /// `Elapsed time: …` and `… bytes downloaded`.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let with_exit = self.workers.iter().any(|w| w.exit.is_some());
+        let _ = write!(
+            out,
+            "{:>6} {:>8} {:>6} {:>10} {:>8}",
+            "worker", "pid", "items", "bytes", "seconds"
+        );
+        out.push_str(if with_exit { "  exit\n" } else { "\n" });
+        for w in &self.workers {
+            let secs = w
+                .secs
+                .map_or_else(|| "-".to_string(), |s| format!("{s:.3}"));
+            let _ = write!(
+                out,
+                "{:>6} {:>8} {:>6} {:>10} {:>8}",
+                format!("{:02}", w.worker),
+                w.pid,
+                w.items,
+                w.bytes,
+                secs
+            );
+            match &w.exit {
+                Some(exit) => {
+                    let _ = writeln!(out, "  {exit}");
+                }
+                None => out.push('\n'),
+            }
+        }
+        let failed: Vec<&ItemReport> = self
+            .results
+            .iter()
+            .filter(|r| r.status != Status::Ok)
+            .collect();
+        for r in failed.iter().take(MAX_LISTED_FAILURES) {
+            let reason = r.reason.as_deref().unwrap_or("");
+            let _ = writeln!(out, "{:<9}  {}  {reason}", r.status.label(), r.name);
+        }
+        if failed.len() > MAX_LISTED_FAILURES {
+            let _ = writeln!(
+                out,
+                "... and {} more (see {})",
+                failed.len() - MAX_LISTED_FAILURES,
+                self.info.log_dir
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} downloaded, {} not found, {} errors",
+            self.counts.ok, self.counts.not_found, self.counts.error
+        );
+        let _ = writeln!(out, "Elapsed time: {:.8}", self.elapsed_secs);
+        let _ = writeln!(out, "{} bytes downloaded", self.bytes);
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain structs of strings and numbers cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::collect::WorkerState;
+
+    fn item(index: u32, status: Status, bytes: u64) -> ItemReport {
+        ItemReport {
+            index,
+            name: format!("N{index}"),
+            status,
+            http: Some(200),
+            bytes,
+            ms: 5,
+            attempts: 1,
+            reason: (status != Status::Ok).then(|| "HTTP 404".to_string()),
+            worker: 1,
+            thread: 0,
+        }
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            mode: "proc".into(),
+            procs: 2,
+            threads: 1,
+            site: "LOCAL".into(),
+            base_url: "http://127.0.0.1:1/x".into(),
+            list: "l".into(),
+            dest: "flags".into(),
+            log_dir: "logs".into(),
+            chunk_size: 1,
+        }
+    }
+
+    #[test]
+    fn counts_bytes_and_closing_lines() {
+        let collected = Collected {
+            reports: vec![
+                item(0, Status::Ok, 100),
+                item(1, Status::NotFound, 0),
+                item(2, Status::Ok, 23),
+            ],
+            workers: vec![WorkerState::for_test(
+                1,
+                42,
+                3,
+                123,
+                Some(0.5),
+                Some("exit status: 0"),
+            )],
+        };
+        let report = RunReport::new(info(), collected, 1.5);
+        assert_eq!(
+            report.counts,
+            Counts {
+                ok: 2,
+                not_found: 1,
+                error: 0
+            }
+        );
+        assert_eq!(report.bytes, 123);
+        let text = report.to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "worker      pid  items      bytes  seconds  exit");
+        assert_eq!(
+            lines[1],
+            "    01       42      3        123    0.500  exit status: 0"
+        );
+        assert_eq!(lines[2], "NOT_FOUND  N1  HTTP 404");
+        assert_eq!(
+            &lines[lines.len() - 3..],
+            [
+                "2 downloaded, 1 not found, 0 errors",
+                "Elapsed time: 1.50000000",
+                "123 bytes downloaded"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let collected = Collected {
+            reports: vec![item(0, Status::Ok, 7)],
+            workers: vec![WorkerState::for_test(1, 42, 1, 7, None, None)],
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&RunReport::new(info(), collected, 0.25).to_json()).unwrap();
+        assert_eq!(json["mode"], "proc");
+        assert_eq!(json["counts"]["ok"], 1);
+        assert_eq!(json["bytes"], 7);
+        assert_eq!(json["elapsed_secs"], 0.25);
+        assert_eq!(json["workers"][0]["pid"], 42);
+        assert_eq!(json["workers"][0]["secs"], serde_json::Value::Null);
+        assert_eq!(json["results"][0]["status"], "OK");
+        assert_eq!(json["results"][0]["name"], "N0");
+    }
+}

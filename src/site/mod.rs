@@ -1,0 +1,174 @@
+//! The built-in flag site, so that everything runs offline.
+//!
+//! It serves every name of its list at `/images/pictures/flags96/{name}.jpg`
+//! (the layout of the classic flag site) as a generated JPEG, with an optional
+//! delay, jitter and share of errors: Fluent Python's LOCAL, DELAY and ERROR
+//! test servers. It runs on tokio so that a slow response is a timer, not a
+//! parked thread: thousands of concurrent slow requests cost a few MB.
+//!
+//! `GET /stats` answers the number of flag requests served so far, as JSON,
+//! so tests and benchmarks can see what the clients really asked for.
+
+pub mod flag;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::oneshot;
+
+/// Where the flags live on the site, as on the real one.
+pub const FLAGS_PATH: &str = "/images/pictures/flags96";
+
+/// Pending connections the listener accepts before the kernel drops SYNs; the
+/// default of 128 would make a burst of 1000 clients retry their connects.
+const BACKLOG: u32 = 4096;
+
+/// How the site behaves.
+#[derive(Clone, Debug)]
+pub struct SiteConfig {
+    /// Names served; any other name is a 404.
+    pub names: Vec<String>,
+    /// Fixed delay before every answer, in milliseconds.
+    pub delay_ms: u64,
+    /// Extra random delay, uniform in `0..=jitter_ms`.
+    pub jitter_ms: u64,
+    /// Share of requests answered with 503 (0.0 to 1.0).
+    pub error_rate: f64,
+}
+
+struct Shared {
+    flags: HashMap<String, Bytes>,
+    config: SiteConfig,
+    requests: AtomicU64,
+}
+
+/// A running site. Dropping it stops the server.
+pub struct Site {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Site {
+    /// Starts the site on `bind` (port 0 picks a free port) in a background thread.
+    pub fn start(config: SiteConfig, bind: SocketAddr) -> io::Result<Site> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("flag-site")
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(async { listen(bind) })?;
+        let addr = listener.local_addr()?;
+        let app = router(config);
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("flag-site".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    });
+                    if let Err(e) = serve.await {
+                        eprintln!("flagmaster: built-in site failed: {e}");
+                    }
+                });
+                // Connections still open must not delay the exit of the run.
+                runtime.shutdown_background();
+            })?;
+        Ok(Site {
+            addr,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL of the flags, as `--base-url` takes it.
+    pub fn base_url(&self) -> String {
+        format!("http://{}{}", self.addr, FLAGS_PATH)
+    }
+
+    /// Serves until the thread ends (it does not, short of an error).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+fn listen(bind: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if bind.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(bind)?;
+    socket.listen(BACKLOG)
+}
+
+fn router(config: SiteConfig) -> Router {
+    let flags = config
+        .names
+        .iter()
+        .map(|name| (name.clone(), Bytes::from(flag::flag_jpeg(name))))
+        .collect();
+    let shared = Arc::new(Shared {
+        flags,
+        config,
+        requests: AtomicU64::new(0),
+    });
+    Router::new()
+        .route(&format!("{FLAGS_PATH}/{{file}}"), get(serve_flag))
+        .route("/stats", get(stats))
+        .with_state(shared)
+}
+
+async fn serve_flag(State(site): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+    site.requests.fetch_add(1, Ordering::Relaxed);
+    let config = &site.config;
+    let delay = config.delay_ms + fastrand::u64(0..=config.jitter_ms);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if config.error_rate > 0.0 && fastrand::f64() < config.error_rate {
+        return (StatusCode::SERVICE_UNAVAILABLE, "simulated error\n").into_response();
+    }
+    let flag = file
+        .strip_suffix(".jpg")
+        .and_then(|name| site.flags.get(name));
+    match flag {
+        Some(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg")], jpeg.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such flag\n").into_response(),
+    }
+}
+
+async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {
+    let requests = site.requests.load(Ordering::Relaxed);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{{\"requests\":{requests}}}\n"),
+    )
+}

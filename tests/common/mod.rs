@@ -1,0 +1,243 @@
+//! Shared test harness: the real binary, the real built-in site on 127.0.0.1,
+//! a temporary directory per test, and guards that stop by pid what a test
+//! started. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flagmaster");
+
+/// Longest a single flagmaster run may take in a test before it is killed.
+pub const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Kills and reaps a child by pid when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `flagmaster serve` process on 127.0.0.1 with a free port.
+pub struct Site {
+    pub base: String,
+    pub origin: String,
+    _guard: ChildGuard,
+}
+
+impl Site {
+    pub fn start(extra: &[&str]) -> Site {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start flagmaster serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let guard = ChildGuard(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("site announces its URL within 30 s");
+        let base = line
+            .trim()
+            .rsplit(" at ")
+            .next()
+            .expect("URL in the first line")
+            .to_string();
+        assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+        let origin = base
+            .trim_end_matches(flagmaster::site::FLAGS_PATH)
+            .to_string();
+        Site {
+            base,
+            origin,
+            _guard: guard,
+        }
+    }
+
+    /// Flag requests the site has answered so far.
+    pub fn requests(&self) -> u64 {
+        let body = ureq::get(format!("{}/stats", self.origin))
+            .call()
+            .expect("GET /stats")
+            .body_mut()
+            .read_to_string()
+            .expect("stats body");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("stats JSON");
+        json["requests"].as_u64().expect("requests count")
+    }
+}
+
+/// A temporary working directory with helpers to write lists and read results.
+pub struct Work {
+    pub dir: tempfile::TempDir,
+}
+
+impl Work {
+    pub fn new() -> Work {
+        Work {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write_list(&self, names: &[&str]) -> PathBuf {
+        let path = self.path("list.txt");
+        fs::write(&path, names.join("\n") + "\n").expect("write list");
+        path
+    }
+
+    /// Runs flagmaster in this directory, killing it if it overruns.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_in(self.dir.path(), args)
+    }
+
+    /// Files in `dest`, name to bytes.
+    pub fn files(&self, dest: &str) -> BTreeMap<String, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        let Ok(entries) = fs::read_dir(self.path(dest)) else {
+            return files;
+        };
+        for entry in entries {
+            let entry = entry.expect("dir entry");
+            let name = entry.file_name().into_string().expect("UTF-8 name");
+            files.insert(name, fs::read(entry.path()).expect("read file"));
+        }
+        files
+    }
+
+    /// The worker log files in `log_dir`, by name.
+    pub fn worker_logs(&self, log_dir: &str) -> BTreeMap<String, String> {
+        let mut logs = BTreeMap::new();
+        for entry in fs::read_dir(self.path(log_dir)).expect("log dir") {
+            let entry = entry.expect("dir entry");
+            let name = entry.file_name().into_string().expect("UTF-8 name");
+            if name.starts_with("worker-") {
+                logs.insert(name, fs::read_to_string(entry.path()).expect("read log"));
+            }
+        }
+        logs
+    }
+}
+
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flagmaster");
+    wait_output(child, RUN_DEADLINE)
+}
+
+/// Waits for `child` with a deadline, reading its pipes on threads so it can
+/// never block on a full pipe.
+pub fn wait_output(mut child: Child, deadline: Duration) -> Output {
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out = std::thread::spawn(move || read_all(stdout.as_mut()));
+    let err = std::thread::spawn(move || read_all(stderr.as_mut()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flagmaster ran longer than {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+fn read_all(pipe: Option<&mut impl std::io::Read>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(pipe) = pipe {
+        let _ = pipe.read_to_end(&mut buf);
+    }
+    buf
+}
+
+/// Parses one logfmt line into key/value pairs (quoted values unescaped).
+pub fn logfmt(line: &str) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    let mut chars = line.trim_end().chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if key.is_empty() {
+            return fields;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(if n == 'n' { '\n' } else { n });
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        fields.insert(key, value);
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The first `n` names of the built-in list.
+pub fn flag_names(n: usize) -> Vec<String> {
+    flagmaster::list::parse(flagmaster::list::BUILTIN)
+        .names
+        .into_iter()
+        .take(n)
+        .collect()
+}

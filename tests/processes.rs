@@ -1,0 +1,130 @@
+//! Worker processes that die: the run still accounts for every item, and a
+//! killed master leaves no worker behind.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{logfmt, stderr, ChildGuard, Site, Work, BIN};
+
+/// Pids of the workers the master spawned, read from master.log, waiting up to
+/// `deadline` for `n` of them.
+fn spawned_pids(work: &Work, n: usize, deadline: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(work.path("logs/master.log")).unwrap_or_default();
+        let pids: Vec<i32> = log
+            .lines()
+            .map(logfmt)
+            .filter(|f| f.get("event").map(String::as_str) == Some("hello"))
+            .map(|f| f["pid"].parse().unwrap())
+            .collect();
+        if pids.len() >= n {
+            return pids;
+        }
+        assert!(start.elapsed() < deadline, "workers did not start: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Signal 0 checks for existence; a zombie still counts, so read its state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn kill9(pid: i32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+#[test]
+fn a_killed_worker_hands_its_items_to_the_others() {
+    let site = Site::start(&["--delay-ms", "100"]);
+    let work = Work::new();
+    let child = Command::new(BIN)
+        .args([
+            "--base-url",
+            &site.base,
+            "--limit",
+            "40",
+            "--mode",
+            "proc",
+            "--procs",
+            "3",
+        ])
+        .args(["--chunk-size", "4", "--json"])
+        .current_dir(work.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pids = spawned_pids(&work, 3, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(250));
+    kill9(pids[1]);
+    let out = common::wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["ok"], 40, "every item still downloaded");
+    assert_eq!(work.files("flags").len(), 40);
+    let master = std::fs::read_to_string(work.path("logs/master.log")).unwrap();
+    let died = master
+        .lines()
+        .map(logfmt)
+        .find(|f| f.get("event").map(String::as_str) == Some("worker_died"))
+        .unwrap_or_else(|| panic!("master.log records the death: {master}"));
+    assert_eq!(died["pid"], pids[1].to_string());
+    assert!(master.contains("signal: 9"), "{master}");
+    assert!(
+        stderr(&out).contains("ended without finishing"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn workers_exit_when_the_master_is_killed() {
+    let site = Site::start(&["--delay-ms", "300"]);
+    let work = Work::new();
+    let master = Command::new(BIN)
+        .args([
+            "--base-url",
+            &site.base,
+            "--mode",
+            "proc",
+            "--procs",
+            "3",
+            "--chunk-size",
+            "1",
+        ])
+        .current_dir(work.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut master = ChildGuard(master);
+    let pids = spawned_pids(&work, 3, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    master.0.kill().unwrap();
+    master.0.wait().unwrap();
+    let start = Instant::now();
+    while pids.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survivors: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    for &pid in &survivors {
+        kill9(pid);
+    }
+    assert!(survivors.is_empty(), "orphaned workers: {survivors:?}");
+}

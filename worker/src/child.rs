@@ -1,0 +1,129 @@
+//! The entry point of a worker process: the hidden subcommand the master
+//! re-executes its own binary with.
+//!
+//! Handshake: connect to the master's one-shot server, send `Hello` with our
+//! own command sender, receive `Setup`. Then `threads` threads run the worker
+//! loop. One pump thread owns the IPC receiver and forwards every answer to a
+//! local channel that idle threads take from; since every `Want` gets exactly
+//! one answer, it does not matter which idle thread takes which answer. When
+//! the master disappears the pump notices at once and the process exits, so a
+//! killed master leaves no orphan workers behind.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use ipc_channel::ipc::{self, IpcSender};
+
+use crate::fetch::{Fetcher, WorkerId};
+use crate::log::LogFile;
+use crate::protocol::{Command, Event, Hello};
+use crate::{run_loop, Tally};
+
+/// Name of the hidden subcommand that turns the binary into a worker.
+pub const SUBCOMMAND: &str = "__worker";
+
+/// Exit status of a worker whose master went away.
+pub const EXIT_MASTER_GONE: i32 = 3;
+
+/// Why a worker process could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error("cannot connect to the master: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("ipc with the master failed: {0}")]
+    Ipc(#[from] ipc_channel::IpcError),
+    #[error("cannot create a channel: {0}")]
+    Channel(#[source] std::io::Error),
+    #[error("expected Setup from the master, got {0}")]
+    Protocol(String),
+    #[error("cannot open log {path}: {source}")]
+    Log {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a worker thread panicked")]
+    Panicked,
+}
+
+/// Runs worker `worker` against the master's server `server_name`.
+pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
+    let events: IpcSender<Event> =
+        IpcSender::connect(server_name.to_string()).map_err(ChildError::Connect)?;
+    let (commands_tx, commands) = ipc::channel::<Command>().map_err(ChildError::Channel)?;
+    let pid = std::process::id();
+    events.send(Event::Hello(Hello {
+        worker,
+        pid,
+        commands: commands_tx,
+    }))?;
+    let setup = match commands.recv()? {
+        Command::Setup(setup) => setup,
+        other => return Err(ChildError::Protocol(format!("{other:?}"))),
+    };
+    let log = LogFile::append(&setup.log).map_err(|source| ChildError::Log {
+        path: setup.log.display().to_string(),
+        source,
+    })?;
+    let fetcher = Fetcher::new(setup.fetch.clone(), setup.dest.clone());
+    let started = Instant::now();
+
+    let finishing = Arc::new(AtomicBool::new(false));
+    let (answers_tx, answers) = crossbeam_channel::unbounded::<Command>();
+    {
+        let finishing = Arc::clone(&finishing);
+        thread::spawn(move || loop {
+            match commands.recv() {
+                Ok(command) => {
+                    if answers_tx.send(command).is_err() {
+                        return;
+                    }
+                }
+                Err(_) if finishing.load(Ordering::SeqCst) => return,
+                Err(e) => {
+                    eprintln!("flagmaster worker {worker}: lost the master ({e}); exiting");
+                    std::process::exit(EXIT_MASTER_GONE);
+                }
+            }
+        });
+    }
+
+    let results: Vec<thread::Result<Tally>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..setup.threads)
+            .map(|thread| {
+                let events = events.clone();
+                let (answers, fetcher, log) = (&answers, &fetcher, &log);
+                scope.spawn(move || {
+                    let who = WorkerId {
+                        worker,
+                        pid,
+                        thread,
+                    };
+                    let next_chunk = || {
+                        events.send(Event::Want { thread }).ok()?;
+                        match answers.recv() {
+                            Ok(Command::Chunk(items)) => Some(items),
+                            _ => None,
+                        }
+                    };
+                    let report = |r| events.send(Event::Item(r)).is_ok();
+                    run_loop(fetcher, &who, log, next_chunk, report)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let mut tally = Tally::default();
+    for result in results {
+        // The panic message is already on stderr, which is our log file; without
+        // `Finished` the master hands our unfinished items to others.
+        tally += result.map_err(|_| ChildError::Panicked)?;
+    }
+    finishing.store(true, Ordering::SeqCst);
+    events.send(Event::Finished(
+        tally.summary(started.elapsed().as_secs_f64()),
+    ))?;
+    Ok(())
+}

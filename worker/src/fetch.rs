@@ -1,0 +1,320 @@
+//! Fetching one item: one ureq `Agent` per worker, attempts with back-off, and
+//! the classification of every response and failure into an outcome.
+//!
+//! A 404 or a reset connection is not a Rust error here: it is an outcome that
+//! is counted, logged and reported. Every timeout is set, because ureq's default
+//! for each is none and a stalled server would hang the worker.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ureq::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, RETRY_AFTER};
+use ureq::Agent;
+
+use crate::log::LogFile;
+use crate::protocol::{FetchSettings, Item, ItemReport, Status};
+use crate::save::{check_file_name, save_stream, SaveError};
+
+/// First back-off delay; doubled for each further attempt.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Longest back-off, and the cap on a server's `Retry-After`.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How much of an error body is read to keep the connection reusable.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// Who is fetching: written into every log line and report.
+#[derive(Clone, Debug)]
+pub struct WorkerId {
+    pub worker: u32,
+    pub pid: u32,
+    pub thread: u32,
+}
+
+/// Fetches and saves items. Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct Fetcher {
+    agent: Agent,
+    settings: Arc<FetchSettings>,
+    dest: Arc<PathBuf>,
+}
+
+/// The result of one attempt.
+struct Attempt {
+    status: Status,
+    http: Option<u16>,
+    bytes: u64,
+    reason: Option<String>,
+    /// Worth another attempt (connection errors, timeouts, 408, 429, 5xx).
+    transient: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Attempt {
+    fn failed(reason: String, http: Option<u16>, transient: bool) -> Attempt {
+        Attempt {
+            status: Status::Error,
+            http,
+            bytes: 0,
+            reason: Some(reason),
+            transient,
+            retry_after: None,
+        }
+    }
+}
+
+impl Fetcher {
+    pub fn new(settings: FetchSettings, dest: PathBuf) -> Fetcher {
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let mut config = Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(concat!("flagmaster/", env!("CARGO_PKG_VERSION")))
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(
+                Duration::from_millis(settings.connect_timeout_ms).min(timeout),
+            ))
+            .timeout_recv_response(Some(timeout))
+            .timeout_per_read(Some(Duration::from_millis(settings.read_timeout_ms)))
+            .max_idle_connections(settings.pool_per_host.max(10) as usize)
+            .max_idle_connections_per_host(settings.pool_per_host.max(1) as usize);
+        if !settings.env_proxy {
+            config = config.proxy(None);
+        }
+        Fetcher {
+            agent: config.build().new_agent(),
+            settings: Arc::new(settings),
+            dest: Arc::new(dest),
+        }
+    }
+
+    /// Fetches and saves one item, retrying transient failures, and logs one line
+    /// per attempt. This is the one fetch path of every mode.
+    pub fn fetch(&self, item: &Item, who: &WorkerId, log: &LogFile) -> ItemReport {
+        let started = Instant::now();
+        let max_attempts = self.settings.retries.saturating_add(1);
+        let mut attempt_no = 0;
+        loop {
+            attempt_no += 1;
+            let attempt_started = Instant::now();
+            let attempt = self.attempt(item);
+            log_attempt(log, who, item, attempt_no, &attempt, attempt_started);
+            if !attempt.transient || attempt_no >= max_attempts {
+                return ItemReport {
+                    index: item.index,
+                    name: item.name.clone(),
+                    status: attempt.status,
+                    http: attempt.http,
+                    bytes: attempt.bytes,
+                    ms: millis(started.elapsed()),
+                    attempts: attempt_no,
+                    reason: attempt.reason,
+                    worker: who.worker,
+                    thread: who.thread,
+                };
+            }
+            std::thread::sleep(backoff(attempt_no, attempt.retry_after));
+        }
+    }
+
+    fn attempt(&self, item: &Item) -> Attempt {
+        if let Err(e) = check_file_name(&item.file) {
+            return Attempt::failed(e.to_string(), None, false);
+        }
+        let mut response = match self.agent.get(&item.url).call() {
+            Ok(r) => r,
+            Err(e) => {
+                let (reason, transient) = describe_ureq(&e);
+                return Attempt::failed(reason, None, transient);
+            }
+        };
+        let code = response.status().as_u16();
+        if response.status().is_success() {
+            // With a content encoding the declared length is that of the
+            // encoded body, not of what we save.
+            let expected = if response.headers().contains_key(CONTENT_ENCODING) {
+                None
+            } else {
+                response
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            let mut body = response.body_mut().as_reader();
+            return match save_stream(
+                &self.dest,
+                &item.file,
+                &mut body,
+                self.settings.max_size,
+                expected,
+            ) {
+                Ok(bytes) => Attempt {
+                    status: Status::Ok,
+                    http: Some(code),
+                    bytes,
+                    reason: None,
+                    transient: false,
+                    retry_after: None,
+                },
+                Err(e) => {
+                    let transient =
+                        matches!(e, SaveError::Read(_) | SaveError::LengthMismatch { .. });
+                    let reason = match &e {
+                        SaveError::Read(io) => describe_io(io),
+                        other => other.to_string(),
+                    };
+                    Attempt::failed(reason, Some(code), transient)
+                }
+            };
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        // Reading a small error body to its end returns the connection to the pool.
+        let _ = io::copy(
+            &mut response.body_mut().as_reader().take(DRAIN_LIMIT),
+            &mut io::sink(),
+        );
+        if code == 404 || code == 410 {
+            return Attempt {
+                status: Status::NotFound,
+                http: Some(code),
+                bytes: 0,
+                reason: Some(format!("HTTP {code}")),
+                transient: false,
+                retry_after: None,
+            };
+        }
+        let transient = code == 408 || code == 429 || (500..600).contains(&code);
+        Attempt {
+            retry_after,
+            ..Attempt::failed(format!("HTTP {code}"), Some(code), transient)
+        }
+    }
+}
+
+fn log_attempt(
+    log: &LogFile,
+    who: &WorkerId,
+    item: &Item,
+    attempt_no: u32,
+    attempt: &Attempt,
+    started: Instant,
+) {
+    let http = attempt
+        .http
+        .map_or_else(|| "-".to_string(), |c| c.to_string());
+    let ms = millis(started.elapsed());
+    let status = attempt.status.label();
+    let mut fields: Vec<(&str, &dyn std::fmt::Display)> = vec![
+        ("worker", &who.worker),
+        ("pid", &who.pid),
+        ("thread", &who.thread),
+        ("item", &item.name),
+        ("attempt", &attempt_no),
+        ("status", &status),
+        ("http", &http),
+        ("bytes", &attempt.bytes),
+        ("ms", &ms),
+        ("url", &item.url),
+    ];
+    if let Some(reason) = &attempt.reason {
+        fields.push(("reason", reason));
+    }
+    log.line(&fields);
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Exponential back-off with jitter (between half and all of the step), or the
+/// server's `Retry-After` when it gave one; both capped.
+fn backoff(attempt_no: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(wait) = retry_after {
+        return wait.min(BACKOFF_MAX);
+    }
+    let step = BACKOFF_BASE
+        .saturating_mul(1 << attempt_no.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    step / 2 + step.mul_f64(fastrand::f64() / 2.0)
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A short reason for a failed request, and whether another attempt may help.
+fn describe_ureq(e: &ureq::Error) -> (String, bool) {
+    match e {
+        ureq::Error::Timeout(t) => (format!("timeout ({t})"), true),
+        ureq::Error::Io(io) => (describe_io(io), true),
+        ureq::Error::ConnectionFailed => ("connection failed".into(), true),
+        ureq::Error::HostNotFound => ("host not found".into(), false),
+        ureq::Error::TooManyRedirects => ("too many redirects".into(), false),
+        ureq::Error::Protocol(p) => (format!("protocol error: {p}"), false),
+        ureq::Error::BadUri(u) => (format!("bad url: {u}"), false),
+        ureq::Error::Tls(t) => (format!("tls: {t}"), false),
+        other => (other.to_string(), false),
+    }
+}
+
+/// A short reason for an I/O failure, unwrapping ureq errors carried inside.
+fn describe_io(e: &io::Error) -> String {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
+        return describe_ureq(inner).0;
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset".into(),
+        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
+        io::ErrorKind::UnexpectedEof => "connection closed early".into(),
+        io::ErrorKind::TimedOut => "timeout".into(),
+        _ => format!("i/o: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = httpdate::parse_http_date("Sun, 22 Nov 2026 10:00:00 GMT").unwrap();
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 10:00:07 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..40 {
+            let step = BACKOFF_BASE
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(BACKOFF_MAX);
+            let d = backoff(attempt, None);
+            assert!(d >= step / 2 && d <= step, "attempt {attempt}: {d:?}");
+        }
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(3600))),
+            BACKOFF_MAX,
+            "Retry-After is capped"
+        );
+    }
+}

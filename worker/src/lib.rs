@@ -1,0 +1,66 @@
+//! Everything a flagmaster worker runs: fetching and saving one item
+//! ([`fetch`], [`save`]), logging it ([`log`]), the messages it exchanges with
+//! the master ([`protocol`]), and the entry point of a worker process ([`child`]).
+//!
+//! The worker loop, [`run_loop`], is the same in every mode. A mode only
+//! decides who calls it and what its two closures do: in serial mode they
+//! touch the master's queue and statistics directly, in threads mode they send
+//! over crossbeam channels, in proc mode over ipc-channel.
+
+pub mod child;
+pub mod fetch;
+pub mod log;
+pub mod protocol;
+pub mod save;
+
+use fetch::{Fetcher, WorkerId};
+use log::LogFile;
+use protocol::{Item, ItemReport, WorkerSummary};
+
+/// What one run of the worker loop did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub items: u32,
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Tally) {
+        self.items += other.items;
+        self.bytes += other.bytes;
+    }
+}
+
+impl Tally {
+    pub fn summary(self, secs: f64) -> WorkerSummary {
+        WorkerSummary {
+            items: self.items,
+            bytes: self.bytes,
+            secs,
+        }
+    }
+}
+
+/// The worker loop: ask for a chunk, fetch each of its items, report each one,
+/// until `next_chunk` says there is no more work or `report` says the master is
+/// gone.
+pub fn run_loop(
+    fetcher: &Fetcher,
+    who: &WorkerId,
+    log: &LogFile,
+    mut next_chunk: impl FnMut() -> Option<Vec<Item>>,
+    mut report: impl FnMut(ItemReport) -> bool,
+) -> Tally {
+    let mut tally = Tally::default();
+    while let Some(chunk) = next_chunk() {
+        for item in &chunk {
+            let r = fetcher.fetch(item, who, log);
+            tally.items += 1;
+            tally.bytes += r.bytes;
+            if !report(r) {
+                return tally;
+            }
+        }
+    }
+    tally
+}

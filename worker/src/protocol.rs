@@ -1,0 +1,144 @@
+//! The messages between the master and its workers.
+//!
+//! One contract, two transports: in threads mode these values travel over
+//! crossbeam channels, in proc mode over ipc-channel (serialized with postcard,
+//! so no untagged enums and no `serde_json::Value` in here). Messages going up to
+//! the master are [`Event`]s, messages going down to a worker are [`Command`]s.
+
+use std::path::PathBuf;
+
+use ipc_channel::ipc::IpcSender;
+use serde::{Deserialize, Serialize};
+
+/// One thing to download.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Item {
+    /// Position in the list, unique within a run; reports refer to items by it.
+    pub index: u32,
+    /// The entry as the list gave it (`United_States`).
+    pub name: String,
+    /// The full, percent-encoded URL to fetch.
+    pub url: String,
+    /// The file name to save under inside the destination directory.
+    pub file: String,
+}
+
+/// How an item ended. Every item ends as exactly one of these.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Downloaded and saved.
+    Ok,
+    /// The server answered 404 or 410.
+    NotFound,
+    /// Anything else; the report carries a short reason.
+    Error,
+}
+
+impl Status {
+    /// The label used in logs and reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::NotFound => "NOT_FOUND",
+            Status::Error => "ERROR",
+        }
+    }
+}
+
+/// What a worker reports for one item, after its last attempt.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ItemReport {
+    pub index: u32,
+    pub name: String,
+    pub status: Status,
+    /// HTTP status code of the last attempt, if a response arrived.
+    pub http: Option<u16>,
+    /// Bytes saved to disk (0 unless `Ok`).
+    pub bytes: u64,
+    /// Milliseconds spent on the item, all attempts and back-off included.
+    pub ms: u64,
+    pub attempts: u32,
+    /// Short reason for `Error` (and `NotFound`), e.g. `HTTP 503` or `timeout`.
+    pub reason: Option<String>,
+    /// The worker (1-based) and the thread inside it (0-based) that handled it.
+    pub worker: u32,
+    pub thread: u32,
+}
+
+/// A worker's own summary, sent once when it has no more work.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WorkerSummary {
+    pub items: u32,
+    pub bytes: u64,
+    /// Seconds from the worker's start to its end, measured by the worker.
+    pub secs: f64,
+}
+
+/// Worker to master.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Event {
+    /// First message of a worker process (proc mode only): who it is and the
+    /// sender the master uses to talk back.
+    Hello(Hello),
+    /// A thread of this worker is idle and wants a chunk. Every `Want` is
+    /// answered by exactly one `Chunk` or `Done`.
+    Want { thread: u32 },
+    /// One item is finished.
+    Item(ItemReport),
+    /// The worker has stopped asking for work; nothing follows.
+    Finished(WorkerSummary),
+}
+
+/// The greeting of a worker process.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub worker: u32,
+    pub pid: u32,
+    pub commands: IpcSender<Command>,
+}
+
+/// Master to worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Command {
+    /// Settings for a worker process; the first command it gets (proc mode only).
+    Setup(WorkerSetup),
+    /// Items to download, answering a `Want`.
+    Chunk(Vec<Item>),
+    /// No more work for the thread that asked.
+    Done,
+}
+
+/// Everything a worker process needs to know, sent over IPC rather than on its
+/// command line so that secrets in headers never show up in `ps`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerSetup {
+    pub worker: u32,
+    /// Threads inside this worker process (hybrid procs x threads when > 1).
+    pub threads: u32,
+    pub dest: PathBuf,
+    /// This worker's log file; the master already created it and made it the
+    /// worker's stderr, so it is opened for appending.
+    pub log: PathBuf,
+    pub fetch: FetchSettings,
+}
+
+/// How a worker talks HTTP. Each field documents its default, which lives in
+/// the CLI.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FetchSettings {
+    /// Budget for one attempt, from connecting to the last byte of the body.
+    pub timeout_ms: u64,
+    /// Budget for establishing a connection (capped by `timeout_ms`).
+    pub connect_timeout_ms: u64,
+    /// Longest wait for any single read of the response, so a stalled body is cut.
+    pub read_timeout_ms: u64,
+    /// Extra attempts for transient failures (connection errors, timeouts, 408, 429, 5xx).
+    pub retries: u32,
+    /// Largest body accepted, in bytes.
+    pub max_size: u64,
+    /// Use proxy settings from the environment (off for loopback sites).
+    pub env_proxy: bool,
+    /// Idle connections kept per host: the number of threads sharing the agent.
+    pub pool_per_host: u32,
+}

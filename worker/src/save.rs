@@ -1,0 +1,226 @@
+//! Saving a body: safe file names, streaming into a temporary file inside the
+//! destination, and an atomic rename once the body is complete and checked.
+//!
+//! The temporary file lives in the destination directory (not in /tmp) so that
+//! the final rename never crosses file systems and is atomic: a reader of the
+//! destination sees either no file or the whole file, never a partial one.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// Prefix of temporary files in the destination; a later run removes leftovers.
+pub const TEMP_PREFIX: &str = ".flagmaster-";
+/// Suffix of temporary files in the destination.
+pub const TEMP_SUFFIX: &str = ".part";
+
+/// Longest file name accepted, in bytes: the common limit of Linux, macOS and
+/// Windows file systems.
+const MAX_NAME_BYTES: usize = 255;
+
+/// Why a file name is refused. The message is the reason shown for the item.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("unsafe name: empty")]
+    Empty,
+    #[error("unsafe name: path separator")]
+    Separator,
+    #[error("unsafe name: dot path")]
+    Dots,
+    #[error("unsafe name: control character")]
+    Control,
+    #[error("unsafe name: longer than {MAX_NAME_BYTES} bytes")]
+    TooLong,
+    #[error("unsafe name: reserved on Windows")]
+    Reserved,
+}
+
+/// Checks that `file` is a plain file name that stays inside the destination
+/// on any operating system.
+pub fn check_file_name(file: &str) -> Result<(), NameError> {
+    if file.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if file.contains(['/', '\\']) || file.contains(':') {
+        return Err(NameError::Separator);
+    }
+    if file == "." || file == ".." {
+        return Err(NameError::Dots);
+    }
+    if file.chars().any(char::is_control) {
+        return Err(NameError::Control);
+    }
+    if file.len() > MAX_NAME_BYTES {
+        return Err(NameError::TooLong);
+    }
+    let stem = file.split('.').next().unwrap_or(file).to_ascii_uppercase();
+    let reserved = ["CON", "PRN", "AUX", "NUL"].contains(&stem.as_str())
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit());
+    if reserved {
+        return Err(NameError::Reserved);
+    }
+    Ok(())
+}
+
+/// Why a body was not saved. The message is the reason shown for the item.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("length mismatch: {got} of {expected} bytes")]
+    LengthMismatch { got: u64, expected: u64 },
+    #[error("read failed: {0}")]
+    Read(io::Error),
+    #[error("write failed: {0}")]
+    Write(io::Error),
+}
+
+/// Streams `body` into `dest/file`, atomically. Returns the bytes saved.
+///
+/// The body is never held whole in memory. Nothing is left behind on error:
+/// the temporary file is removed when it is dropped.
+pub fn save_stream(
+    dest: &Path,
+    file: &str,
+    body: &mut dyn Read,
+    max_size: u64,
+    expected_len: Option<u64>,
+) -> Result<u64, SaveError> {
+    let mut temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dest)
+        .map_err(SaveError::Write)?;
+    let got = copy_capped(body, temp.as_file_mut(), max_size)?;
+    if let Some(expected) = expected_len {
+        if got != expected {
+            return Err(SaveError::LengthMismatch { got, expected });
+        }
+    }
+    temp.as_file_mut().flush().map_err(SaveError::Write)?;
+    set_normal_permissions(temp.as_file()).map_err(SaveError::Write)?;
+    temp.persist(dest.join(file))
+        .map_err(|e| SaveError::Write(e.error))?;
+    Ok(got)
+}
+
+/// Copies at most `max` bytes; one byte more is `TooLarge`.
+fn copy_capped(body: &mut dyn Read, out: &mut fs::File, max: u64) -> Result<u64, SaveError> {
+    let mut buf = [0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SaveError::Read(e)),
+        };
+        total += n as u64;
+        if total > max {
+            return Err(SaveError::TooLarge(max));
+        }
+        out.write_all(&buf[..n]).map_err(SaveError::Write)?;
+    }
+}
+
+/// tempfile creates files with mode 0600; a downloaded image should be readable
+/// like any other file the user creates.
+#[cfg(unix)]
+fn set_normal_permissions(file: &fs::File) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+}
+
+#[cfg(not(unix))]
+fn set_normal_permissions(_file: &fs::File) -> io::Result<()> {
+    Ok(())
+}
+
+/// Removes temporary files a killed run may have left in `dest`. Returns how
+/// many were removed.
+pub fn remove_leftovers(dest: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dest)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_pass() {
+        for name in [
+            "United_States.jpg",
+            "Côte_d'Ivoire.jpg",
+            "a.b.c",
+            "日本.jpg",
+        ] {
+            assert_eq!(check_file_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        let cases = [
+            ("", NameError::Empty),
+            ("../x.jpg", NameError::Separator),
+            ("a/b.jpg", NameError::Separator),
+            ("a\\b.jpg", NameError::Separator),
+            ("C:x.jpg", NameError::Separator),
+            ("..", NameError::Dots),
+            (".", NameError::Dots),
+            ("a\0b.jpg", NameError::Control),
+            ("a\nb.jpg", NameError::Control),
+            ("con.jpg", NameError::Reserved),
+            ("LPT1.jpg", NameError::Reserved),
+        ];
+        for (name, want) in cases {
+            assert_eq!(check_file_name(name), Err(want), "{name:?}");
+        }
+        assert_eq!(check_file_name(&"x".repeat(256)), Err(NameError::TooLong));
+        assert_eq!(check_file_name(&"x".repeat(255)), Ok(()));
+    }
+
+    #[test]
+    fn save_is_atomic_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = save_stream(dir.path(), "a.jpg", &mut &b"hello"[..], 10, Some(5)).unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(fs::read(dir.path().join("a.jpg")).unwrap(), b"hello");
+
+        let err = save_stream(dir.path(), "b.jpg", &mut &b"hello"[..], 4, None).unwrap_err();
+        assert!(matches!(err, SaveError::TooLarge(4)));
+        let err = save_stream(dir.path(), "c.jpg", &mut &b"hel"[..], 10, Some(5)).unwrap_err();
+        assert_eq!(err.to_string(), "length mismatch: 3 of 5 bytes");
+
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["a.jpg"], "no partial or temporary file remains");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn saved_files_are_not_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        save_stream(dir.path(), "a.jpg", &mut &b"x"[..], 10, None).unwrap();
+        let mode = fs::metadata(dir.path().join("a.jpg"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+}
