@@ -104,7 +104,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: Option<u32>,
 
-    /// Seconds one attempt may take, from connecting to the last byte.
+    /// Seconds one item may take, all attempts and back-off included.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs)]
     pub timeout: f64,
 
@@ -115,6 +115,11 @@ pub struct RunArgs {
     /// Largest body accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024)]
     pub max_size: u64,
+
+    /// Extra request header, 'Name: value' (repeatable), e.g. an API's
+    /// 'Authorization: Client-ID ...'. Values never appear in logs or reports.
+    #[arg(long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
 
     /// Print one JSON document instead of the text report.
     #[arg(long)]

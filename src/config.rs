@@ -114,6 +114,11 @@ impl RunConfig {
                 max_size: args.max_size,
                 env_proxy,
                 pool_per_host: threads,
+                headers: args
+                    .headers
+                    .iter()
+                    .map(|h| parse_header(h))
+                    .collect::<Result<_, _>>()?,
             },
             json: args.json,
         })
@@ -123,6 +128,22 @@ impl RunConfig {
     pub fn concurrency(&self) -> u32 {
         self.procs * self.threads
     }
+}
+
+/// Parses `Name: value`. The error names the header but never repeats the
+/// value, which may be a secret.
+pub fn parse_header(header: &str) -> Result<(String, String), Error> {
+    let (name, value) = header
+        .split_once(':')
+        .ok_or_else(|| Error::Usage("bad --header: expected 'Name: value'".into()))?;
+    let (name, value) = (name.trim(), value.trim());
+    if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(Error::Usage(format!("bad --header name {name:?}")));
+    }
+    if ureq::http::HeaderValue::from_str(value).is_err() {
+        return Err(Error::Usage(format!("bad --header value for {name}")));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn read_list(path: &Path) -> Result<String, Error> {
@@ -248,6 +269,19 @@ mod tests {
         ] {
             assert!(check_base_url(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(
+            parse_header("Authorization:  Client-ID abc ").unwrap(),
+            ("Authorization".to_string(), "Client-ID abc".to_string())
+        );
+        let err = parse_header("Bad Name: secret").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+        let err = parse_header("X-Key: sec\nret").unwrap_err().to_string();
+        assert!(!err.contains("sec"), "{err}");
+        assert!(parse_header("no colon").is_err());
     }
 
     #[test]

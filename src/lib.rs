@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exit;
+pub mod interrupt;
 pub mod list;
 pub mod master;
 pub mod report;
@@ -20,9 +21,11 @@ pub mod site;
 use std::fs;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flagmaster_worker::log::{LogFile, MASTER_LOG};
@@ -31,6 +34,7 @@ use flagmaster_worker::save::remove_leftovers;
 use cli::{Cli, Command, Mode, RunArgs, ServeArgs, ServerKind};
 use config::{RunConfig, Source};
 use error::Error;
+use master::collect::{lock, Collector};
 use report::{RunInfo, RunReport};
 use site::{Site, SiteConfig};
 
@@ -208,34 +212,101 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("timeout_ms", &config.fetch.timeout_ms),
         ("retries", &config.fetch.retries),
         ("max_size", &config.fetch.max_size),
+        ("headers", &config.fetch.headers.len()),
     ]);
 
     let items = list::items(&config.names, &base_url);
-    let started = Instant::now();
-    let collected = master::run(&config, items, &log)?;
-    let elapsed = started.elapsed().as_secs_f64();
+    let log = Arc::new(log);
+    let collector = Arc::new(Mutex::new(Collector::new(
+        items,
+        config.chunk_size,
+        Arc::clone(&log),
+        stuck_after(&config),
+    )));
+    let finale = Arc::new(Finale {
+        info,
+        json: config.json,
+        dest: config.dest.clone(),
+        started: Instant::now(),
+        collector: Arc::clone(&collector),
+        log,
+        concluded: AtomicBool::new(false),
+    });
+    interrupt::watch(Arc::clone(&finale))
+        .map_err(|e| Error::Spawn(format!("cannot watch signals: {e}")))?;
+    master::run(&config, &collector)?;
     drop(site);
+    match finale.conclude() {
+        Some(status) => Ok(status),
+        // The signal watcher is printing the report and will exit.
+        None => loop {
+            std::thread::park();
+        },
+    }
+}
 
-    let report = RunReport::new(info, collected, elapsed);
-    let status = exit::for_counts(&report.counts);
-    log.line(&[
-        ("event", &"done"),
-        ("ok", &report.counts.ok),
-        ("not_found", &report.counts.not_found),
-        ("error", &report.counts.error),
-        ("bytes", &report.bytes),
-        ("elapsed_secs", &format!("{elapsed:.6}")),
-        ("exit", &status),
-    ]);
-    let mut stdout = std::io::stdout().lock();
-    let text = if config.json {
-        report.to_json() + "\n"
-    } else {
-        report.to_text()
-    };
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
-    Ok(status)
+/// A worker process that holds items and has not been heard from for this long
+/// is stuck: every item ends within `--timeout`, so it should have reported.
+fn stuck_after(config: &RunConfig) -> Duration {
+    Duration::from_millis(config.fetch.timeout_ms) + Duration::from_secs(5)
+}
+
+/// What it takes to end a run and print its report, from whichever thread gets
+/// there first: the main thread when the workers are done, or the signal
+/// watcher when an interrupt's grace period runs out.
+pub struct Finale {
+    info: RunInfo,
+    json: bool,
+    dest: PathBuf,
+    started: Instant,
+    pub collector: master::collect::Shared,
+    log: Arc<LogFile>,
+    concluded: AtomicBool,
+}
+
+impl Finale {
+    pub fn is_concluded(&self) -> bool {
+        self.concluded.load(Ordering::SeqCst)
+    }
+
+    /// Removes temporary files, prints the report and returns the exit status;
+    /// `None` if another thread has already done so.
+    pub fn conclude(&self) -> Option<u8> {
+        if self.concluded.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let (collected, interrupted) = {
+            let mut collector = lock(&self.collector);
+            (collector.take_results(), collector.is_stopping())
+        };
+        let _ = remove_leftovers(&self.dest);
+        let report = RunReport::new(self.info.clone(), collected, elapsed, interrupted);
+        let status = if interrupted {
+            exit::INTERRUPTED
+        } else {
+            exit::for_counts(&report.counts)
+        };
+        self.log.line(&[
+            ("event", &"done"),
+            ("ok", &report.counts.ok),
+            ("not_found", &report.counts.not_found),
+            ("error", &report.counts.error),
+            ("bytes", &report.bytes),
+            ("elapsed_secs", &format!("{elapsed:.6}")),
+            ("interrupted", &interrupted),
+            ("exit", &status),
+        ]);
+        let text = if self.json {
+            report.to_json() + "\n"
+        } else {
+            report.to_text()
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+        Some(status)
+    }
 }
 
 fn mode_name(mode: Mode) -> &'static str {

@@ -56,12 +56,19 @@ pub struct RunReport {
     /// Bytes saved to disk: the sum of the sizes of the files written.
     pub bytes: u64,
     pub elapsed_secs: f64,
+    /// The run was interrupted; unfinished items count as errors ("interrupted").
+    pub interrupted: bool,
     pub workers: Vec<WorkerRow>,
     pub results: Vec<ItemReport>,
 }
 
 impl RunReport {
-    pub fn new(info: RunInfo, collected: Collected, elapsed_secs: f64) -> RunReport {
+    pub fn new(
+        info: RunInfo,
+        collected: Collected,
+        elapsed_secs: f64,
+        interrupted: bool,
+    ) -> RunReport {
         let mut counts = Counts::default();
         let mut bytes = 0;
         for r in &collected.reports {
@@ -90,6 +97,7 @@ impl RunReport {
             counts,
             bytes,
             elapsed_secs,
+            interrupted,
             workers,
             results: collected.reports,
         }
@@ -141,6 +149,17 @@ impl RunReport {
                 "... and {} more (see {})",
                 failed.len() - MAX_LISTED_FAILURES,
                 self.info.log_dir
+            );
+        }
+        if self.interrupted {
+            let unfinished = self
+                .results
+                .iter()
+                .filter(|r| r.reason.as_deref() == Some("interrupted"))
+                .count();
+            let _ = writeln!(
+                out,
+                "Interrupted: {unfinished} items not finished (counted as errors); run again to complete"
             );
         }
         let _ = writeln!(
@@ -210,7 +229,7 @@ mod tests {
                 Some("exit status: 0"),
             )],
         };
-        let report = RunReport::new(info(), collected, 1.5);
+        let report = RunReport::new(info(), collected, 1.5, false);
         assert_eq!(
             report.counts,
             Counts {
@@ -245,7 +264,8 @@ mod tests {
             workers: vec![WorkerState::for_test(1, 42, 1, 7, None, None)],
         };
         let json: serde_json::Value =
-            serde_json::from_str(&RunReport::new(info(), collected, 0.25).to_json()).unwrap();
+            serde_json::from_str(&RunReport::new(info(), collected, 0.25, false).to_json())
+                .unwrap();
         assert_eq!(json["mode"], "proc");
         assert_eq!(json["counts"]["ok"], 1);
         assert_eq!(json["bytes"], 7);

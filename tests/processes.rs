@@ -128,3 +128,90 @@ fn workers_exit_when_the_master_is_killed() {
     }
     assert!(survivors.is_empty(), "orphaned workers: {survivors:?}");
 }
+
+fn sigint(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -INT {pid}");
+}
+
+/// Files left in `dest` that are not complete flags.
+fn partial_files(work: &Work) -> Vec<String> {
+    work.files("flags")
+        .into_iter()
+        .filter(|(name, bytes)| {
+            let flag = name.strip_suffix(".jpg").unwrap_or(name);
+            *bytes != flagmaster::site::flag::flag_jpeg(flag)
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
+    let site = Site::start(&["--delay-ms", "150", "--jitter-ms", "100"]);
+    for mode in [
+        &["--mode", "serial"][..],
+        &["--mode", "threads", "--threads", "4"],
+        &["--mode", "proc", "--procs", "3"],
+    ] {
+        let work = Work::new();
+        let args = ["--base-url", &site.base, "--limit", "60", "--json"];
+        let child = Command::new(BIN)
+            .args(args)
+            .args(mode)
+            .current_dir(work.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let master_pid = child.id();
+        // Wait until some items are done, so the interrupt lands mid-run.
+        let start = Instant::now();
+        while work.files("flags").len() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(30), "{mode:?}: no progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let workers: Vec<i32> = if mode.contains(&"proc") {
+            spawned_pids(&work, 3, Duration::from_secs(5))
+        } else {
+            Vec::new()
+        };
+        sigint(master_pid);
+        let out = common::wait_output(child, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(130), "{mode:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{mode:?}: {err}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{mode:?}: partial report is JSON ({e})"));
+        assert_eq!(report["interrupted"], true);
+        let ok = report["counts"]["ok"].as_u64().unwrap();
+        assert!(ok > 0 && ok < 60, "{mode:?}: {ok} done before the interrupt");
+        assert_eq!(
+            report["counts"]["ok"].as_u64().unwrap() + report["counts"]["error"].as_u64().unwrap(),
+            60,
+            "{mode:?}: every item accounted for"
+        );
+        let files = work.files("flags");
+        assert_eq!(files.len() as u64, ok, "{mode:?}: one file per OK item");
+        assert!(partial_files(&work).is_empty(), "{mode:?}: partial files");
+        let hidden: Vec<_> = files.keys().filter(|n| n.starts_with('.')).collect();
+        assert!(hidden.is_empty(), "{mode:?}: temporary files left: {hidden:?}");
+        let start = Instant::now();
+        while workers.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let orphans: Vec<i32> = workers.iter().copied().filter(|&p| alive(p)).collect();
+        orphans.iter().for_each(|&p| kill9(p));
+        assert!(orphans.is_empty(), "{mode:?}: orphans {orphans:?}");
+
+        // A later run completes what is missing (in threads mode, to be quick).
+        let again = work.run(&[&args[..], &["--mode", "threads", "--threads", "8"]].concat());
+        assert_eq!(again.status.code(), Some(0), "{mode:?}: {}", stderr(&again));
+        assert_eq!(work.files("flags").len(), 60);
+        assert!(partial_files(&work).is_empty());
+    }
+}

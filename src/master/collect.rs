@@ -1,19 +1,29 @@
 //! The master's bookkeeping and main loop: hands out chunks on demand, folds
 //! reports into run statistics, and accounts for every item even when a worker
-//! dies.
+//! dies or the run is interrupted.
 //!
 //! The loop never stops early: it runs until every worker has gone (finished or
 //! died), so that no report is lost. A `Want` that arrives while the queue is
 //! empty but other workers still hold unfinished items is parked rather than
 //! answered with `Done`: if one of those workers dies, its items go back to the
 //! queue and the parked workers pick them up.
+//!
+//! The collector is shared (`Arc<Mutex<_>>`) between the thread that drives the
+//! run and the signal watcher, which must be able to stop the workers and print
+//! the partial report while the driving thread is blocked, e.g. in serial mode
+//! inside a request. The lock is only held to handle one event.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use flagmaster_worker::log::LogFile;
 use flagmaster_worker::protocol::{Command, Event, Item, ItemReport, Status, WorkerSummary};
 use flagmaster_worker::Tally;
+
+/// How often the main loop looks for stuck workers while no event arrives.
+const TICK: Duration = Duration::from_millis(250);
 
 /// Something that can take a command to one worker: a crossbeam sender in
 /// threads mode, an `IpcSender` in proc mode.
@@ -51,9 +61,14 @@ pub enum Envelope {
 pub struct WorkerState {
     pub worker: u32,
     pub pid: u32,
+    /// A child process of ours (proc mode), which may be killed by pid.
+    process: bool,
     tx: Option<Box<dyn CommandTx>>,
     /// Items handed out and not yet reported, by index.
     outstanding: BTreeMap<u32, Item>,
+    /// Last time the worker was heard from.
+    last_heard: Instant,
+    gone: bool,
     /// Totals of the reports received from this worker.
     pub tally: Tally,
     pub summary: Option<WorkerSummary>,
@@ -61,24 +76,43 @@ pub struct WorkerState {
     pub exit: Option<String>,
 }
 
-/// The statistics of a finished run.
+/// The results of a run.
 pub struct Collected {
     /// One report per item, in list order.
     pub reports: Vec<ItemReport>,
     pub workers: Vec<WorkerState>,
 }
 
-pub struct Collector<'a> {
+pub type Shared = Arc<Mutex<Collector>>;
+
+pub struct Collector {
     queue: VecDeque<Vec<Item>>,
     workers: BTreeMap<u32, WorkerState>,
     /// Workers waiting for an answer to a `Want`, once per `Want`.
     parked: Vec<u32>,
     reports: Vec<Option<ItemReport>>,
-    log: &'a LogFile,
+    log: Arc<LogFile>,
+    /// Set by an interrupt: every `Want` is answered with `Done`.
+    stopping: bool,
+    /// A worker holding items and silent for this long is stuck.
+    stuck_after: Duration,
 }
 
-impl<'a> Collector<'a> {
-    pub fn new(items: Vec<Item>, chunk_size: usize, log: &'a LogFile) -> Collector<'a> {
+/// Locks the collector. A panic while it was held cannot leave it half-updated
+/// in a way that matters more than losing the run, so a poisoned lock is used as is.
+pub fn lock(shared: &Shared) -> MutexGuard<'_, Collector> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Collector {
+    pub fn new(
+        items: Vec<Item>,
+        chunk_size: usize,
+        log: Arc<LogFile>,
+        stuck_after: Duration,
+    ) -> Collector {
         let reports = vec![None; items.len()];
         let mut queue = VecDeque::new();
         let mut items = items.into_iter().peekable();
@@ -91,17 +125,28 @@ impl<'a> Collector<'a> {
             parked: Vec::new(),
             reports,
             log,
+            stopping: false,
+            stuck_after,
         }
     }
 
-    pub fn add_worker(&mut self, worker: u32, pid: u32, tx: Option<Box<dyn CommandTx>>) {
+    pub fn add_worker(
+        &mut self,
+        worker: u32,
+        pid: u32,
+        process: bool,
+        tx: Option<Box<dyn CommandTx>>,
+    ) {
         self.workers.insert(
             worker,
             WorkerState {
                 worker,
                 pid,
+                process,
                 tx,
                 outstanding: BTreeMap::new(),
+                last_heard: Instant::now(),
+                gone: false,
                 tally: Tally::default(),
                 summary: None,
                 exit: None,
@@ -116,11 +161,14 @@ impl<'a> Collector<'a> {
 
     /// The master's log.
     pub fn log(&self) -> &LogFile {
-        self.log
+        &self.log
     }
 
     /// The next chunk for `worker`, remembered as its outstanding work.
     pub fn take_chunk(&mut self, worker: u32) -> Option<Vec<Item>> {
+        if self.stopping {
+            return None;
+        }
         let chunk = self.queue.pop_front()?;
         if let Some(w) = self.workers.get_mut(&worker) {
             w.outstanding
@@ -149,52 +197,40 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// Runs until every worker has gone. `on_gone` reaps a worker and tells how
-    /// it ended (its exit status), if there is a process to reap.
-    pub fn drive(
-        &mut self,
-        events: Receiver<Envelope>,
-        mut on_gone: impl FnMut(u32) -> Option<String>,
-    ) {
-        let mut live = self.workers.len();
-        while live > 0 {
-            // Every sender is held by a worker or its forwarder, and each of them
-            // sends `Gone` before it drops its sender, so this cannot disconnect
-            // before `live` reaches 0; if it does anyway, stop rather than spin.
-            let Ok(envelope) = events.recv() else { break };
-            match envelope {
-                Envelope::Event { worker, event } => match event {
-                    Event::Want { .. } => {
-                        self.parked.push(worker);
-                        self.answer_parked();
-                    }
-                    Event::Item(mut report) => {
-                        // The envelope, not the message, says who sent it.
-                        report.worker = worker;
-                        self.record(report);
-                        self.answer_parked();
-                    }
-                    Event::Finished(summary) => self.finished(worker, summary),
-                    // A Hello after the handshake is a protocol slip; ignore it.
-                    Event::Hello(_) => {}
-                },
-                Envelope::Gone { worker } => {
-                    live -= 1;
-                    let exit = on_gone(worker);
-                    self.gone(worker, exit);
-                    self.answer_parked();
-                }
-            }
+    fn handle(&mut self, worker: u32, event: Event) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.last_heard = Instant::now();
         }
+        match event {
+            Event::Want { .. } => self.parked.push(worker),
+            Event::Item(mut report) => {
+                // The envelope, not the message, says who sent it.
+                report.worker = worker;
+                self.record(report);
+            }
+            Event::Finished(summary) => self.finished(worker, summary),
+            // A Hello after the handshake is a protocol slip; ignore it.
+            Event::Hello(_) => {}
+        }
+        self.answer_parked();
     }
 
-    fn gone(&mut self, worker: u32, exit: Option<String>) {
+    /// Marks `worker` gone, before it is reaped: from now on it is never
+    /// signalled by pid, since its pid may be reused once reaped.
+    fn mark_gone(&mut self, worker: u32) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.gone = true;
+            w.tx = None;
+        }
+        self.parked.retain(|&p| p != worker);
+    }
+
+    /// Records how a gone worker ended and requeues what it did not finish.
+    fn settle_gone(&mut self, worker: u32, exit: Option<String>) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
-        w.tx = None;
         w.exit = exit;
-        self.parked.retain(|&p| p != worker);
         let unfinished: Vec<Item> = std::mem::take(&mut w.outstanding).into_values().collect();
         let clean = w.summary.is_some() && unfinished.is_empty();
         let exit = w.exit.clone().unwrap_or_else(|| "-".into());
@@ -207,7 +243,7 @@ impl<'a> Collector<'a> {
             ("items", &w.tally.items),
             ("bytes", &w.tally.bytes),
         ]);
-        if !clean {
+        if !clean && !self.stopping {
             eprintln!(
                 "flagmaster: worker {worker} (pid {}) ended without finishing ({exit}); \
                  {} unfinished items handed to other workers",
@@ -224,14 +260,15 @@ impl<'a> Collector<'a> {
         if !unfinished.is_empty() {
             self.queue.push_front(unfinished);
         }
+        self.answer_parked();
     }
 
     /// Answers parked `Want`s: with chunks while there are any, with `Done` once
-    /// nothing is queued or outstanding anywhere.
+    /// nothing is queued or outstanding anywhere (or the run is stopping).
     fn answer_parked(&mut self) {
         while !self.parked.is_empty() {
             let all_quiet = self.workers.values().all(|w| w.outstanding.is_empty());
-            if self.queue.is_empty() && !all_quiet {
+            if !self.stopping && self.queue.is_empty() && !all_quiet {
                 return;
             }
             let worker = self.parked.remove(0);
@@ -239,21 +276,83 @@ impl<'a> Collector<'a> {
                 Some(chunk) => Command::Chunk(chunk),
                 None => Command::Done,
             };
-            let reached = self
-                .workers
-                .get(&worker)
-                .and_then(|w| w.tx.as_ref())
-                .is_some_and(|tx| tx.send_command(command));
-            if !reached {
-                // Its `Gone` is on the way and will requeue what it held.
-                continue;
+            // A worker that cannot be reached has its `Gone` on the way, which
+            // requeues whatever it held.
+            if let Some(tx) = self.workers.get(&worker).and_then(|w| w.tx.as_ref()) {
+                tx.send_command(command);
             }
         }
     }
 
-    /// Reports for every item: items nobody reported (every worker died) are
-    /// errors, so no item is ever silently lost.
-    pub fn finish(mut self) -> Collected {
+    /// First stage of an interrupt: no more work is handed out, and every
+    /// worker is told to abandon what it is doing.
+    pub fn interrupt(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.log.line(&[("event", &"interrupted")]);
+        for w in self.workers.values().filter(|w| !w.gone) {
+            if let Some(tx) = &w.tx {
+                tx.send_command(Command::Stop);
+            }
+        }
+        self.answer_parked();
+    }
+
+    /// Kills every worker process still running, by pid.
+    pub fn kill_processes(&mut self) {
+        for w in self.workers.values().filter(|w| w.process && !w.gone) {
+            kill(w.pid);
+        }
+    }
+
+    /// Kills worker processes that hold items but have been silent for longer
+    /// than an item may take: their forwarders then report them gone and their
+    /// items are handed to others.
+    fn kill_stuck(&mut self) {
+        let now = Instant::now();
+        for w in self.workers.values_mut() {
+            let stuck = w.process
+                && !w.gone
+                && !w.outstanding.is_empty()
+                && now.duration_since(w.last_heard) > self.stuck_after;
+            if stuck {
+                eprintln!(
+                    "flagmaster: worker {} (pid {}) silent for {:?} with items in hand; killing it",
+                    w.worker,
+                    w.pid,
+                    now.duration_since(w.last_heard)
+                );
+                self.log.line(&[
+                    ("event", &"worker_stuck"),
+                    ("worker", &w.worker),
+                    ("pid", &w.pid),
+                ]);
+                kill(w.pid);
+                // Once per silence: the kill makes it go away.
+                w.last_heard = now;
+            }
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    fn live(&self) -> usize {
+        self.workers.values().filter(|w| !w.gone).count()
+    }
+
+    /// Reports for every item, taken out of the collector: items nobody
+    /// reported are errors ("interrupted", or "no worker left"), so no item is
+    /// ever silently lost.
+    pub fn take_results(&mut self) -> Collected {
+        let reason = if self.stopping {
+            "interrupted"
+        } else {
+            "no worker left to fetch it"
+        };
         let mut lost: Vec<Item> = self.queue.drain(..).flatten().collect();
         for w in self.workers.values_mut() {
             lost.extend(std::mem::take(&mut w.outstanding).into_values());
@@ -268,16 +367,54 @@ impl<'a> Collector<'a> {
                     bytes: 0,
                     ms: 0,
                     attempts: 0,
-                    reason: Some("no worker left to fetch it".into()),
+                    reason: Some(reason.into()),
                     worker: 0,
                     thread: 0,
                 });
             }
         }
         Collected {
-            reports: self.reports.into_iter().flatten().collect(),
-            workers: self.workers.into_values().collect(),
+            reports: std::mem::take(&mut self.reports)
+                .into_iter()
+                .flatten()
+                .collect(),
+            workers: std::mem::take(&mut self.workers).into_values().collect(),
         }
+    }
+}
+
+/// Runs until every worker has gone. `reap` waits for a gone worker's process
+/// and tells how it ended, if there is a process to reap.
+pub fn drive(
+    shared: &Shared,
+    events: Receiver<Envelope>,
+    mut reap: impl FnMut(u32) -> Option<String>,
+) {
+    while lock(shared).live() > 0 {
+        match events.recv_timeout(TICK) {
+            Ok(Envelope::Event { worker, event }) => lock(shared).handle(worker, event),
+            Ok(Envelope::Gone { worker }) => {
+                lock(shared).mark_gone(worker);
+                let exit = reap(worker);
+                lock(shared).settle_gone(worker, exit);
+            }
+            Err(RecvTimeoutError::Timeout) => lock(shared).kill_stuck(),
+            // Every sender is held by a worker or its forwarder, and each sends
+            // `Gone` before dropping it, so this means every worker has gone.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+/// SIGKILL to a child process of ours.
+fn kill(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of our
+    // own children that has not been reaped yet (see `mark_gone`).
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
     }
 }
 
@@ -294,8 +431,11 @@ impl WorkerState {
         WorkerState {
             worker,
             pid,
+            process: false,
             tx: None,
             outstanding: BTreeMap::new(),
+            last_heard: Instant::now(),
+            gone: true,
             tally: Tally { items, bytes },
             summary: secs.map(|secs| WorkerSummary { items, bytes, secs }),
             exit: exit.map(str::to_string),

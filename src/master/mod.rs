@@ -11,32 +11,28 @@ pub mod collect;
 pub mod procs;
 pub mod threads;
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use flagmaster_worker::fetch::{Fetcher, WorkerId};
 use flagmaster_worker::log::{worker_log_name, LogFile};
-use flagmaster_worker::protocol::Item;
 use flagmaster_worker::run_loop;
 
 use crate::cli::Mode;
 use crate::config::RunConfig;
 use crate::error::Error;
-use collect::{Collected, Collector};
+use collect::{lock, Shared};
 
-/// Runs every item through the workers of `config.mode`.
-pub fn run(config: &RunConfig, items: Vec<Item>, log: &LogFile) -> Result<Collected, Error> {
-    let mut collector = Collector::new(items, config.chunk_size, log);
+/// Runs every item held by `collector` through the workers of `config.mode`.
+pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
     match config.mode {
-        Mode::Serial => serial(config, &mut collector)?,
-        Mode::Threads => threads::run(config, &mut collector)?,
-        Mode::Proc => procs::run(config, &mut collector)?,
+        Mode::Serial => serial(config, collector),
+        Mode::Threads => threads::run(config, collector),
+        Mode::Proc => procs::run(config, collector),
     }
-    Ok(collector.finish())
 }
 
-fn serial(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
+fn serial(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
     let worker = 1;
     let who = WorkerId {
         worker,
@@ -45,21 +41,19 @@ fn serial(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
     };
     let log = open_worker_log(&config.log_dir, worker)?;
     let fetcher = Fetcher::new(config.fetch.clone(), config.dest.clone());
-    collector.add_worker(worker, who.pid, None);
+    lock(collector).add_worker(worker, who.pid, false, None);
     let started = Instant::now();
-    let collector = RefCell::new(collector);
     let tally = run_loop(
         &fetcher,
         &who,
         &log,
-        || collector.borrow_mut().take_chunk(worker),
+        || lock(collector).take_chunk(worker),
         |report| {
-            collector.borrow_mut().record(report);
+            lock(collector).record(report);
             true
         },
     );
-    let summary = tally.summary(started.elapsed().as_secs_f64());
-    collector.borrow_mut().finished(worker, summary);
+    lock(collector).finished(worker, tally.summary(started.elapsed().as_secs_f64()));
     Ok(())
 }
 

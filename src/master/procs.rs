@@ -16,6 +16,7 @@
 //! closed routes and would hide a dead worker.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command as Process, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use flagmaster_worker::child::SUBCOMMAND;
 use flagmaster_worker::protocol::{Command, Event, Hello, WorkerSetup};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
 
-use super::collect::{Collector, Envelope};
+use super::collect::{drive, lock, Envelope, Shared};
 use super::worker_log_path;
 use crate::config::RunConfig;
 use crate::error::Error;
@@ -42,7 +43,7 @@ struct Pending {
     server_name: String,
 }
 
-pub fn run(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
+pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
     let (accepted_tx, accepted) = unbounded::<(u32, Accepted)>();
@@ -120,7 +121,7 @@ pub fn run(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
         )));
     }
 
-    collector.drive(events, |worker| {
+    drive(collector, events, |worker| {
         let pos = children.iter().position(|(w, _)| *w == worker)?;
         let (_, mut child) = children.swap_remove(pos);
         Some(describe(reap(&mut child)))
@@ -158,6 +159,9 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
+        // Its own process group: a terminal's Ctrl-C reaches only the master,
+        // which stops the workers over IPC (and by pid if they do not listen).
+        .process_group(0)
         .spawn()
         .map_err(|e| Error::Spawn(format!("cannot start {}: {e}", exe.display())))?;
     let accepted = accepted.clone();
@@ -174,7 +178,7 @@ fn spawn(
 /// worker could not be reached.
 fn greet(
     config: &RunConfig,
-    collector: &mut Collector,
+    collector: &Shared,
     hello: Hello,
     receiver: IpcReceiver<Event>,
     events: &Sender<Envelope>,
@@ -191,7 +195,7 @@ fn greet(
         return false;
     }
     collector_log(collector, "hello", worker, hello.pid);
-    collector.add_worker(worker, hello.pid, Some(Box::new(hello.commands)));
+    lock(collector).add_worker(worker, hello.pid, true, Some(Box::new(hello.commands)));
     let events = events.clone();
     let forwarder = thread::Builder::new()
         .name(format!("forward-{worker:02}"))
@@ -206,26 +210,26 @@ fn greet(
             let _ = events.send(Envelope::Gone { worker });
         });
     if forwarder.is_err() {
-        collector.abandon_worker(worker);
+        lock(collector).abandon_worker(worker);
         return false;
     }
     true
 }
 
-fn collector_log(collector: &Collector, event: &str, worker: u32, pid: u32) {
-    collector
+fn collector_log(collector: &Shared, event: &str, worker: u32, pid: u32) {
+    lock(collector)
         .log()
         .line(&[("event", &event), ("worker", &worker), ("pid", &pid)]);
 }
 
-fn handshake_failed(collector: &Collector, worker: u32, child: &mut Child, why: &str) {
+fn handshake_failed(collector: &Shared, worker: u32, child: &mut Child, why: &str) {
     let _ = child.kill();
     let status = describe(reap(child));
     eprintln!(
         "flagmaster: worker {worker} (pid {}) failed to start: {why} ({status})",
         child.id()
     );
-    collector.log().line(&[
+    lock(collector).log().line(&[
         ("event", &"handshake_failed"),
         ("worker", &worker),
         ("pid", &child.id()),

@@ -9,7 +9,7 @@ use flagmaster_worker::fetch::{Fetcher, WorkerId};
 use flagmaster_worker::protocol::{Command, Event};
 use flagmaster_worker::run_loop;
 
-use super::collect::{Collector, Envelope};
+use super::collect::{drive, lock, Envelope, Shared};
 use super::open_worker_log;
 use crate::config::RunConfig;
 use crate::error::Error;
@@ -29,7 +29,7 @@ impl Drop for GoneGuard {
     }
 }
 
-pub fn run(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
+pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
     let fetcher = Fetcher::new(config.fetch.clone(), config.dest.clone());
     let pid = std::process::id();
     let (events_tx, events) = unbounded::<Envelope>();
@@ -37,7 +37,7 @@ pub fn run(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
     for worker in 1..=config.threads {
         let log = open_worker_log(&config.log_dir, worker)?;
         let (commands_tx, commands) = unbounded::<Command>();
-        collector.add_worker(worker, pid, Some(Box::new(commands_tx)));
+        lock(collector).add_worker(worker, pid, false, Some(Box::new(commands_tx)));
         let fetcher = fetcher.clone();
         let events = events_tx.clone();
         let spawned = thread::Builder::new()
@@ -72,7 +72,7 @@ pub fn run(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
             Ok(handle) => handles.push(handle),
             Err(e) => {
                 // Threads already started are released by the drained loop below.
-                collector.abandon_worker(worker);
+                lock(collector).abandon_worker(worker);
                 eprintln!("flagmaster: cannot start worker thread {worker}: {e}");
             }
         }
@@ -81,7 +81,7 @@ pub fn run(config: &RunConfig, collector: &mut Collector) -> Result<(), Error> {
     if handles.is_empty() {
         return Err(Error::Spawn("no worker thread could be started".into()));
     }
-    collector.drive(events, |_| None);
+    drive(collector, events, |_| None);
     for handle in handles {
         let _ = handle.join();
     }

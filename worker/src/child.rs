@@ -76,6 +76,7 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         let finishing = Arc::clone(&finishing);
         thread::spawn(move || loop {
             match commands.recv() {
+                Ok(Command::Stop) => crate::request_stop(),
                 Ok(command) => {
                     if answers_tx.send(command).is_err() {
                         return;

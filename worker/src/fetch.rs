@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ureq::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, RETRY_AFTER};
+use ureq::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use ureq::Agent;
 
 use crate::log::LogFile;
@@ -88,18 +88,30 @@ impl Fetcher {
         }
     }
 
-    /// Fetches and saves one item, retrying transient failures, and logs one line
-    /// per attempt. This is the one fetch path of every mode.
+    /// Fetches and saves one item, retrying transient failures within the
+    /// item's deadline, and logs one line per attempt. This is the one fetch
+    /// path of every mode.
     pub fn fetch(&self, item: &Item, who: &WorkerId, log: &LogFile) -> ItemReport {
         let started = Instant::now();
+        let deadline = started + Duration::from_millis(self.settings.timeout_ms);
         let max_attempts = self.settings.retries.saturating_add(1);
         let mut attempt_no = 0;
         loop {
             attempt_no += 1;
             let attempt_started = Instant::now();
-            let attempt = self.attempt(item);
+            let remaining = deadline.saturating_duration_since(attempt_started);
+            let attempt = if crate::stopping() {
+                Attempt::failed("interrupted".into(), None, false)
+            } else {
+                self.attempt(item, remaining)
+            };
             log_attempt(log, who, item, attempt_no, &attempt, attempt_started);
-            if !attempt.transient || attempt_no >= max_attempts {
+            let wait = backoff(attempt_no, attempt.retry_after);
+            let retry = attempt.transient
+                && attempt_no < max_attempts
+                && Instant::now() + wait < deadline
+                && sleep_unless_stopped(wait);
+            if !retry {
                 return ItemReport {
                     index: item.index,
                     name: item.name.clone(),
@@ -113,15 +125,20 @@ impl Fetcher {
                     thread: who.thread,
                 };
             }
-            std::thread::sleep(backoff(attempt_no, attempt.retry_after));
         }
     }
 
-    fn attempt(&self, item: &Item) -> Attempt {
+    /// One request with at most `budget` for all of it.
+    fn attempt(&self, item: &Item, budget: Duration) -> Attempt {
         if let Err(e) = check_file_name(&item.file) {
             return Attempt::failed(e.to_string(), None, false);
         }
-        let mut response = match self.agent.get(&item.url).call() {
+        let mut request = self.agent.get(&item.url);
+        for (name, value) in &self.settings.headers {
+            request = request.header(name, value);
+        }
+        let request = request.config().timeout_global(Some(budget)).build();
+        let mut response = match request.call() {
             Ok(r) => r,
             Err(e) => {
                 let (reason, transient) = describe_ureq(&e);
@@ -129,7 +146,12 @@ impl Fetcher {
             }
         };
         let code = response.status().as_u16();
-        if response.status().is_success() {
+        let html = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        if response.status().is_success() && !html {
             // With a content encoding the declared length is that of the
             // encoded body, not of what we save.
             let expected = if response.headers().contains_key(CONTENT_ENCODING) {
@@ -178,6 +200,14 @@ impl Fetcher {
             &mut response.body_mut().as_reader().take(DRAIN_LIMIT),
             &mut io::sink(),
         );
+        if html && response.status().is_success() {
+            // An HTML "error page" served with 200 is not the file we asked for.
+            return Attempt::failed(
+                "unexpected content type text/html".into(),
+                Some(code),
+                false,
+            );
+        }
         if code == 404 || code == 410 {
             return Attempt {
                 status: Status::NotFound,
@@ -227,6 +257,19 @@ fn log_attempt(
     log.line(&fields);
 }
 
+/// Sleeps for `wait` unless the run is stopping; false if it was stopped.
+fn sleep_unless_stopped(wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    while !crate::stopping() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    false
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -261,7 +304,9 @@ fn describe_ureq(e: &ureq::Error) -> (String, bool) {
         ureq::Error::ConnectionFailed => ("connection failed".into(), true),
         ureq::Error::HostNotFound => ("host not found".into(), false),
         ureq::Error::TooManyRedirects => ("too many redirects".into(), false),
-        ureq::Error::Protocol(p) => (format!("protocol error: {p}"), false),
+        // Garbage on a pooled connection (left by an earlier, broken response)
+        // shows up as a protocol error; a fresh connection may well succeed.
+        ureq::Error::Protocol(p) => (format!("protocol error: {p}"), true),
         ureq::Error::BadUri(u) => (format!("bad url: {u}"), false),
         ureq::Error::Tls(t) => (format!("tls: {t}"), false),
         other => (other.to_string(), false),

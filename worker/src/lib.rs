@@ -13,9 +13,27 @@ pub mod log;
 pub mod protocol;
 pub mod save;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use fetch::{Fetcher, WorkerId};
 use log::LogFile;
 use protocol::{Item, ItemReport, WorkerSummary};
+
+/// Set when the run is interrupted. Process-wide, because a signal is: in
+/// serial and threads mode the master's signal handler sets it, in a worker
+/// process the master's `Stop` command does.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks every worker loop of this process to stop: no new item is started, and
+/// an item in flight is abandoned at its next read (as an ERROR, "interrupted").
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
 
 /// What one run of the worker loop did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,8 +60,9 @@ impl Tally {
 }
 
 /// The worker loop: ask for a chunk, fetch each of its items, report each one,
-/// until `next_chunk` says there is no more work or `report` says the master is
-/// gone.
+/// until `next_chunk` says there is no more work, `report` says the master is
+/// gone, or the run is stopping (items not started stay unreported; the master
+/// accounts for them).
 pub fn run_loop(
     fetcher: &Fetcher,
     who: &WorkerId,
@@ -54,6 +73,9 @@ pub fn run_loop(
     let mut tally = Tally::default();
     while let Some(chunk) = next_chunk() {
         for item in &chunk {
+            if stopping() {
+                return tally;
+            }
             let r = fetcher.fetch(item, who, log);
             tally.items += 1;
             tally.bytes += r.bytes;

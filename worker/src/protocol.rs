@@ -107,6 +107,8 @@ pub enum Command {
     Chunk(Vec<Item>),
     /// No more work for the thread that asked.
     Done,
+    /// The run is interrupted: start no new item, abandon the ones in flight.
+    Stop,
 }
 
 /// Everything a worker process needs to know, sent over IPC rather than on its
@@ -127,7 +129,7 @@ pub struct WorkerSetup {
 /// the CLI.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FetchSettings {
-    /// Budget for one attempt, from connecting to the last byte of the body.
+    /// Budget for one item, all attempts and back-off included.
     pub timeout_ms: u64,
     /// Budget for establishing a connection (capped by `timeout_ms`).
     pub connect_timeout_ms: u64,
@@ -141,4 +143,6 @@ pub struct FetchSettings {
     pub env_proxy: bool,
     /// Idle connections kept per host: the number of threads sharing the agent.
     pub pool_per_host: u32,
+    /// Extra request headers (`--header`), e.g. `Authorization`. Never logged.
+    pub headers: Vec<(String, String)>,
 }

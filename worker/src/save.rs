@@ -36,8 +36,18 @@ pub enum NameError {
 }
 
 /// Checks that `file` is a plain file name that stays inside the destination
-/// on any operating system.
+/// on any operating system, also once percent-decoded (a name that decodes to
+/// `../x` would escape the destination of any tool that decodes it later).
 pub fn check_file_name(file: &str) -> Result<(), NameError> {
+    check_plain_name(file)?;
+    let decoded = percent_encoding::percent_decode_str(file).decode_utf8_lossy();
+    if decoded != file {
+        check_plain_name(&decoded)?;
+    }
+    Ok(())
+}
+
+fn check_plain_name(file: &str) -> Result<(), NameError> {
     if file.is_empty() {
         return Err(NameError::Empty);
     }
@@ -75,6 +85,8 @@ pub enum SaveError {
     Read(io::Error),
     #[error("write failed: {0}")]
     Write(io::Error),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// Streams `body` into `dest/file`, atomically. Returns the bytes saved.
@@ -111,6 +123,9 @@ fn copy_capped(body: &mut dyn Read, out: &mut fs::File, max: u64) -> Result<u64,
     let mut buf = [0u8; 16 * 1024];
     let mut total = 0u64;
     loop {
+        if crate::stopping() {
+            return Err(SaveError::Interrupted);
+        }
         let n = match body.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -184,6 +199,9 @@ mod tests {
             ("a\nb.jpg", NameError::Control),
             ("con.jpg", NameError::Reserved),
             ("LPT1.jpg", NameError::Reserved),
+            ("..%2Fetc%2Fpasswd", NameError::Separator),
+            ("%2E%2E", NameError::Dots),
+            ("a%00b.jpg", NameError::Control),
         ];
         for (name, want) in cases {
             assert_eq!(check_file_name(name), Err(want), "{name:?}");
