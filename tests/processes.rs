@@ -172,7 +172,10 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
         // Wait until some items are done, so the interrupt lands mid-run.
         let start = Instant::now();
         while work.files("flags").len() < 3 {
-            assert!(start.elapsed() < Duration::from_secs(30), "{mode:?}: no progress");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{mode:?}: no progress"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         let workers: Vec<i32> = if mode.contains(&"proc") {
@@ -189,7 +192,10 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
             .unwrap_or_else(|e| panic!("{mode:?}: partial report is JSON ({e})"));
         assert_eq!(report["interrupted"], true);
         let ok = report["counts"]["ok"].as_u64().unwrap();
-        assert!(ok > 0 && ok < 60, "{mode:?}: {ok} done before the interrupt");
+        assert!(
+            ok > 0 && ok < 60,
+            "{mode:?}: {ok} done before the interrupt"
+        );
         assert_eq!(
             report["counts"]["ok"].as_u64().unwrap() + report["counts"]["error"].as_u64().unwrap(),
             60,
@@ -199,7 +205,10 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
         assert_eq!(files.len() as u64, ok, "{mode:?}: one file per OK item");
         assert!(partial_files(&work).is_empty(), "{mode:?}: partial files");
         let hidden: Vec<_> = files.keys().filter(|n| n.starts_with('.')).collect();
-        assert!(hidden.is_empty(), "{mode:?}: temporary files left: {hidden:?}");
+        assert!(
+            hidden.is_empty(),
+            "{mode:?}: temporary files left: {hidden:?}"
+        );
         let start = Instant::now();
         while workers.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));

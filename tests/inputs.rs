@@ -1,0 +1,222 @@
+//! Hostile and unusual input on the download side: unsafe names, Unicode
+//! names, secret headers, and a worker process that stops answering.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{logfmt, stderr, stdout, Site, Work, BIN};
+use flagmaster::site::flag::flag_jpeg;
+
+#[test]
+fn unsafe_names_are_errors_and_nothing_escapes_dest() {
+    let site = Site::start(&[]);
+    let work = Work::new();
+    let list = work.write_list(&[
+        "Chad",
+        "../escaped",
+        "a/b",
+        "..\\windows",
+        "..%2Fencoded",
+        "nul\u{1}char",
+        &"x".repeat(300),
+    ]);
+    for mode in [
+        &["--mode", "serial"][..],
+        &["--mode", "proc", "--procs", "2"],
+    ] {
+        let mut args = vec![
+            "--base-url",
+            &site.base,
+            "--list",
+            list.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(mode);
+        let out = work.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{mode:?}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["counts"]["ok"], 1);
+        assert_eq!(report["counts"]["error"], 6);
+        for r in report["results"].as_array().unwrap() {
+            if r["name"] != "Chad" {
+                let reason = r["reason"].as_str().unwrap();
+                assert!(reason.starts_with("unsafe name"), "{mode:?}: {r}");
+                assert_eq!(r["http"], serde_json::Value::Null, "no request was made");
+            }
+        }
+        assert_eq!(work.files("flags").keys().collect::<Vec<_>>(), ["Chad.jpg"]);
+        let mut top: Vec<String> = std::fs::read_dir(work.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        top.sort();
+        assert_eq!(
+            top,
+            ["flags", "list.txt", "logs"],
+            "nothing written outside dest"
+        );
+    }
+    assert_eq!(site.requests(), 2, "only Chad was requested, once per run");
+}
+
+#[test]
+fn unicode_names_are_encoded_and_saved() {
+    let work = Work::new();
+    let names = ["Côte_d'Ivoire", "São_Tomé", "日本"];
+    let served = work.write_list(&names);
+    let site = Site::start(&["--list", served.to_str().unwrap()]);
+    let out = work.run(&[
+        "--base-url",
+        &site.base,
+        "--list",
+        served.to_str().unwrap(),
+        "--mode",
+        "threads",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for name in names {
+        let bytes = &work.files("flags")[&format!("{name}.jpg")];
+        assert_eq!(bytes, &flag_jpeg(name), "{name}");
+    }
+    let logs = work.worker_logs("logs").into_values().collect::<String>();
+    assert!(logs.contains("url=http://127.0.0.1:"), "{logs}");
+    assert!(logs.contains("/C%C3%B4te_d%27Ivoire.jpg"), "{logs}");
+}
+
+/// A one-shot server that records request heads and answers a tiny JPEG-ish body.
+fn capture_server(requests: usize) -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/flags", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match conn.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 3\r\n\
+                  Connection: close\r\n\r\nabc",
+            );
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+        }
+    });
+    (base, rx)
+}
+
+#[test]
+fn header_values_are_sent_but_never_logged_or_reported() {
+    let secret = "Client-ID s3cr3t-t0ken";
+    for mode in [
+        &["--mode", "serial"][..],
+        &["--mode", "proc", "--procs", "1"],
+    ] {
+        let (base, heads) = capture_server(2);
+        let work = Work::new();
+        let list = work.write_list(&["Chad"]);
+        let header = format!("Authorization: {secret}");
+        let mut args = vec!["--base-url", &base, "--list", list.to_str().unwrap()];
+        args.extend_from_slice(&["--header", &header, "--header", "X-Api-Key: k3y-value"]);
+        args.extend_from_slice(mode);
+        let text = work.run(&args);
+        let json = work.run(&[&args[..], &["--json"]].concat());
+        for out in [&text, &json] {
+            assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", stderr(out));
+            for leak in [stdout(out), stderr(out)] {
+                assert!(
+                    !leak.contains("s3cr3t") && !leak.contains("k3y"),
+                    "{mode:?}: {leak}"
+                );
+            }
+        }
+        let head = heads
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .to_lowercase();
+        assert!(
+            head.contains(&format!("authorization: {}", secret.to_lowercase())),
+            "{head}"
+        );
+        assert!(head.contains("x-api-key: k3y-value"), "{head}");
+        for entry in std::fs::read_dir(work.path("logs")).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(
+                !text.contains("s3cr3t") && !text.contains("k3y"),
+                "{mode:?}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stopped_worker_is_killed_and_its_items_handed_on() {
+    let site = Site::start(&["--delay-ms", "100"]);
+    let work = Work::new();
+    let child = Command::new(BIN)
+        .args([
+            "--base-url",
+            &site.base,
+            "--limit",
+            "30",
+            "--mode",
+            "proc",
+            "--procs",
+            "2",
+        ])
+        .args(["--chunk-size", "5", "--timeout", "1", "--json"])
+        .current_dir(work.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first hello, then freeze that worker: alive, but silent.
+    let start = Instant::now();
+    let frozen = loop {
+        let log = std::fs::read_to_string(work.path("logs/master.log")).unwrap_or_default();
+        if let Some(f) = log
+            .lines()
+            .map(logfmt)
+            .find(|f| f.get("event").map(String::as_str) == Some("hello"))
+        {
+            break f["pid"].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no worker started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let status = Command::new("kill")
+        .args(["-STOP", &frozen])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = common::wait_output(child, Duration::from_secs(60));
+    // Should the master have failed to kill it, do not leave it behind.
+    let _ = Command::new("kill").args(["-9", &frozen]).status();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["ok"], 30, "every item still downloaded");
+    let master = std::fs::read_to_string(work.path("logs/master.log")).unwrap();
+    let stuck = master
+        .lines()
+        .map(logfmt)
+        .find(|f| f.get("event").map(String::as_str) == Some("worker_stuck"))
+        .unwrap_or_else(|| panic!("stuck worker recorded: {master}"));
+    assert_eq!(stuck["pid"], frozen);
+    assert!(master.contains("signal: 9"), "{master}");
+}
