@@ -151,6 +151,17 @@ pub struct ServeArgs {
     /// Names to serve. Default: the built-in copy of flags.txt.
     #[arg(long, value_name = "FILE")]
     pub list: Option<PathBuf>,
+
+    /// Fail every flag request this way: slow-headers, hang, trickle, reset,
+    /// short-body, status-429, status-503, flaky, huge, gzip-bomb, redirect,
+    /// redirect-loop or html-200. A request for {name}__{fault}.jpg gets that
+    /// fault instead.
+    #[arg(long, value_name = "KIND")]
+    pub fault: Option<crate::site::Fault>,
+
+    /// Wait of the slow-headers and trickle faults, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = crate::site::faults::DEFAULT_FAULT_MS)]
+    pub fault_ms: u64,
 }
 
 #[derive(Args, Debug)]

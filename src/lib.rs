@@ -360,9 +360,16 @@ fn serve(args: ServeArgs) -> Result<u8, Error> {
         jitter_ms: args.jitter_ms,
         error_rate: args.error_rate,
     };
-    let description = describe_site(&config);
+    let faults = site::FaultConfig {
+        fault: args.fault,
+        fault_ms: args.fault_ms,
+    };
+    let mut description = describe_site(&config);
+    if let Some(fault) = faults.fault {
+        description += &format!(", fault {fault}");
+    }
     let bind = SocketAddr::new(args.bind, args.port);
-    let site = Site::start(config, bind).map_err(|source| Error::Site {
+    let site = Site::start_with_faults(config, faults, bind).map_err(|source| Error::Site {
         addr: bind.to_string(),
         source,
     })?;

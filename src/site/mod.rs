@@ -6,26 +6,33 @@
 //! test servers. It runs on tokio so that a slow response is a timer, not a
 //! parked thread: thousands of concurrent slow requests cost a few MB.
 //!
-//! `GET /stats` answers the number of flag requests served so far, as JSON,
-//! so tests and benchmarks can see what the clients really asked for.
+//! It can also fail on purpose, per name (`{name}__{fault}.jpg`) or for every
+//! flag (`serve --fault`): see [`faults`].
+//!
+//! `GET /stats` answers the number of flag requests served so far, in total
+//! and by requested name, as JSON, so tests and benchmarks can see what the
+//! clients really asked for.
 
+pub mod faults;
 pub mod flag;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::oneshot;
+
+pub use faults::{Fault, FaultConfig};
 
 /// Where the flags live on the site, as on the real one.
 pub const FLAGS_PATH: &str = "/images/pictures/flags96";
@@ -47,10 +54,35 @@ pub struct SiteConfig {
     pub error_rate: f64,
 }
 
+/// Distinct names `/stats` counts beyond the ones the site can serve: a
+/// client asking for endless made-up names must not grow the map forever.
+const MAX_OTHER_NAMES: usize = 10_000;
+
 struct Shared {
     flags: HashMap<String, Bytes>,
     config: SiteConfig,
+    faults: FaultConfig,
     requests: AtomicU64,
+    /// Flag requests by requested name (fault suffix included). The counts
+    /// also drive the faults that fail only the first requests of a name.
+    by_name: Mutex<HashMap<String, u64>>,
+}
+
+impl Shared {
+    /// Counts a request of `requested` and returns its count so far.
+    fn count(&self, requested: &str, servable: bool) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        // A panic while holding the lock cannot leave a count half-updated.
+        let mut by_name = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = by_name.get_mut(requested) {
+            *count += 1;
+            return *count;
+        }
+        if servable || by_name.len() < MAX_OTHER_NAMES {
+            by_name.insert(requested.to_string(), 1);
+        }
+        1
+    }
 }
 
 /// A running site. Dropping it stops the server.
@@ -63,6 +95,15 @@ pub struct Site {
 impl Site {
     /// Starts the site on `bind` (port 0 picks a free port) in a background thread.
     pub fn start(config: SiteConfig, bind: SocketAddr) -> io::Result<Site> {
+        Site::start_with_faults(config, FaultConfig::default(), bind)
+    }
+
+    /// As [`Site::start`], with faults for every flag request.
+    pub fn start_with_faults(
+        config: SiteConfig,
+        faults: FaultConfig,
+        bind: SocketAddr,
+    ) -> io::Result<Site> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("flag-site")
@@ -70,7 +111,7 @@ impl Site {
             .build()?;
         let listener = runtime.block_on(async { listen(bind) })?;
         let addr = listener.local_addr()?;
-        let app = router(config);
+        let app = router(config, faults);
         let (shutdown, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("flag-site".into())
@@ -129,7 +170,7 @@ fn listen(bind: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     socket.listen(BACKLOG)
 }
 
-fn router(config: SiteConfig) -> Router {
+fn router(config: SiteConfig, faults: FaultConfig) -> Router {
     let flags = config
         .names
         .iter()
@@ -138,7 +179,9 @@ fn router(config: SiteConfig) -> Router {
     let shared = Arc::new(Shared {
         flags,
         config,
+        faults,
         requests: AtomicU64::new(0),
+        by_name: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route(&format!("{FLAGS_PATH}/{{file}}"), get(serve_flag))
@@ -146,8 +189,14 @@ fn router(config: SiteConfig) -> Router {
         .with_state(shared)
 }
 
-async fn serve_flag(State(site): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
-    site.requests.fetch_add(1, Ordering::Relaxed);
+async fn serve_flag(
+    State(site): State<Arc<Shared>>,
+    Path(file): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let requested = file.strip_suffix(".jpg");
+    let resolved = requested.and_then(|name| faults::resolve(name, |n| site.flags.contains_key(n)));
+    let count = site.count(requested.unwrap_or(&file), resolved.is_some());
     let config = &site.config;
     let delay = config.delay_ms + fastrand::u64(0..=config.jitter_ms);
     if delay > 0 {
@@ -156,19 +205,50 @@ async fn serve_flag(State(site): State<Arc<Shared>>, Path(file): Path<String>) -
     if config.error_rate > 0.0 && fastrand::f64() < config.error_rate {
         return (StatusCode::SERVICE_UNAVAILABLE, "simulated error\n").into_response();
     }
-    let flag = file
-        .strip_suffix(".jpg")
-        .and_then(|name| site.flags.get(name));
-    match flag {
-        Some(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg")], jpeg.clone()).into_response(),
-        None => (StatusCode::NOT_FOUND, "no such flag\n").into_response(),
+    let (Some(requested), Some((flag, suffix))) = (requested, resolved) else {
+        return (StatusCode::NOT_FOUND, "no such flag\n").into_response();
+    };
+    let Some(jpeg) = site.flags.get(flag) else {
+        return (StatusCode::NOT_FOUND, "no such flag\n").into_response();
+    };
+    // The target of a `redirect` is the healthy flag, whatever `--fault` says.
+    let global = match query.as_deref() {
+        Some(faults::REDIRECTED_QUERY) => None,
+        _ => site.faults.fault,
+    };
+    match suffix.or(global) {
+        None => flag_response(jpeg.clone()),
+        Some(fault) => {
+            let req = faults::Faulty {
+                flag,
+                requested,
+                jpeg,
+                count,
+                fault_ms: site.faults.fault_ms,
+            };
+            faults::respond(fault, req).await
+        }
     }
+}
+
+/// The healthy answer: the flag's JPEG.
+fn flag_response(jpeg: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response()
 }
 
 async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {
     let requests = site.requests.load(Ordering::Relaxed);
+    // Sorted, so that the output is stable and easy to read.
+    let by_name: std::collections::BTreeMap<String, u64> = site
+        .by_name
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(name, count)| (name.clone(), *count))
+        .collect();
+    let body = serde_json::json!({ "requests": requests, "by_name": by_name });
     (
         [(header::CONTENT_TYPE, "application/json")],
-        format!("{{\"requests\":{requests}}}\n"),
+        format!("{body}\n"),
     )
 }

@@ -83,6 +83,22 @@ impl Site {
         let json: serde_json::Value = serde_json::from_str(&body).expect("stats JSON");
         json["requests"].as_u64().expect("requests count")
     }
+
+    /// The whole `/stats` document: `requests` and `by_name`.
+    pub fn stats(&self) -> serde_json::Value {
+        let body = ureq::get(format!("{}/stats", self.origin))
+            .call()
+            .expect("GET /stats")
+            .body_mut()
+            .read_to_string()
+            .expect("stats body");
+        serde_json::from_str(&body).expect("stats JSON")
+    }
+
+    /// The URL of `name` (a flag name, maybe with a fault suffix).
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}.jpg", self.base)
+    }
 }
 
 /// A temporary working directory with helpers to write lists and read results.
