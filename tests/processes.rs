@@ -224,3 +224,96 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
         assert!(partial_files(&work).is_empty());
     }
 }
+
+fn master_events(work: &Work, event: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    std::fs::read_to_string(work.path("logs/master.log"))
+        .unwrap()
+        .lines()
+        .map(logfmt)
+        .filter(|f| f.get("event").map(String::as_str) == Some(event))
+        .collect()
+}
+
+#[test]
+fn a_worker_that_dies_before_its_hello_does_not_hang_the_run() {
+    let site = Site::start(&[]);
+    let work = Work::new();
+    let child = Command::new(BIN)
+        .args([
+            "--base-url",
+            &site.base,
+            "--limit",
+            "20",
+            "--mode",
+            "proc",
+            "--procs",
+            "3",
+        ])
+        .arg("--json")
+        .env(flagmaster_worker::child::EXIT_BEFORE_HELLO_ENV, "2")
+        .current_dir(work.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["ok"], 20);
+    assert_eq!(report["workers"].as_array().unwrap().len(), 2);
+    let failed = master_events(&work, "handshake_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["worker"], "2");
+    assert_eq!(failed[0]["exit"], "exit status: 7");
+    let log = std::fs::read_to_string(work.path("logs/worker-02.log")).unwrap();
+    assert!(
+        log.contains("injected exit before hello"),
+        "stderr is in the log: {log}"
+    );
+}
+
+#[test]
+fn a_panicking_worker_is_recorded_and_its_items_handed_on() {
+    let site = Site::start(&["--delay-ms", "20"]);
+    let work = Work::new();
+    let child = Command::new(BIN)
+        .args([
+            "--base-url",
+            &site.base,
+            "--limit",
+            "30",
+            "--mode",
+            "proc",
+            "--procs",
+            "2",
+        ])
+        .args(["--chunk-size", "5", "--json"])
+        .env(flagmaster_worker::child::PANIC_AFTER_ENV, "1:2")
+        .current_dir(work.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !err.contains("panicked"),
+        "workers' panics stay in their logs: {err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["ok"], 30, "every item still downloaded");
+    assert_eq!(work.files("flags").len(), 30);
+    let died = master_events(&work, "worker_died");
+    assert_eq!(died.len(), 1, "one death");
+    assert_eq!(died[0]["worker"], "1");
+    let end = master_events(&work, "worker_end");
+    let w1 = end.iter().find(|f| f["worker"] == "1").unwrap();
+    assert_eq!(w1["exit"], "exit status: 1");
+    assert_eq!(w1["finished"], "false");
+    let log = std::fs::read_to_string(work.path("logs/worker-01.log")).unwrap();
+    assert!(log.contains("injected panic after 2 items"), "{log}");
+    assert!(log.contains("a worker thread panicked"), "{log}");
+}

@@ -48,8 +48,27 @@ pub enum ChildError {
     Panicked,
 }
 
+/// Fault injection, for tests and for seeing what the master does: the worker
+/// whose number this names exits with status 7 before connecting.
+pub const EXIT_BEFORE_HELLO_ENV: &str = "FLAGMASTER_INJECT_EXIT_BEFORE_HELLO";
+/// Fault injection: `N:K` makes worker N panic after reporting K items.
+pub const PANIC_AFTER_ENV: &str = "FLAGMASTER_INJECT_PANIC_AFTER";
+
+fn injected(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
 /// Runs worker `worker` against the master's server `server_name`.
 pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
+    if injected(EXIT_BEFORE_HELLO_ENV).and_then(|v| v.parse().ok()) == Some(worker) {
+        eprintln!("flagmaster worker {worker}: injected exit before hello");
+        std::process::exit(7);
+    }
+    let panic_after: Option<u32> = injected(PANIC_AFTER_ENV).and_then(|v| {
+        let (w, k) = v.split_once(':')?;
+        (w.parse() == Ok(worker)).then(|| k.parse().ok())?
+    });
+    let reported = std::sync::atomic::AtomicU32::new(0);
     let events: IpcSender<Event> =
         IpcSender::connect(server_name.to_string()).map_err(ChildError::Connect)?;
     let (commands_tx, commands) = ipc::channel::<Command>().map_err(ChildError::Channel)?;
@@ -95,7 +114,7 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         let handles: Vec<_> = (0..setup.threads)
             .map(|thread| {
                 let events = events.clone();
-                let (answers, fetcher, log) = (&answers, &fetcher, &log);
+                let (answers, fetcher, log, reported) = (&answers, &fetcher, &log, &reported);
                 scope.spawn(move || {
                     let who = WorkerId {
                         worker,
@@ -109,7 +128,14 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
                             _ => None,
                         }
                     };
-                    let report = |r| events.send(Event::Item(r)).is_ok();
+                    let report = |r| {
+                        let sent = events.send(Event::Item(r)).is_ok();
+                        let n = reported.fetch_add(1, Ordering::SeqCst) + 1;
+                        if Some(n) == panic_after {
+                            panic!("injected panic after {n} items");
+                        }
+                        sent
+                    };
                     run_loop(fetcher, &who, log, next_chunk, report)
                 })
             })

@@ -163,6 +163,11 @@ impl Fetcher {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
             };
+            if expected.is_some_and(|len| len > self.settings.max_size) {
+                // Refused on its declaration, without streaming it to disk first.
+                let reason = SaveError::TooLarge(self.settings.max_size).to_string();
+                return Attempt::failed(reason, Some(code), false);
+            }
             let mut body = response.body_mut().as_reader();
             return match save_stream(
                 &self.dest,
