@@ -48,6 +48,15 @@ const CASES: &[(&str, &str, u64, u64, &str)] = &[
     ),
     ("Niger__hang", "ERROR", 1, 1, "timeout"),
     ("Qatar__trickle", "ERROR", 1, 1, "timeout"),
+    // The length header lies; the JPEG end marker is missing from what it declares.
+    (
+        "Yemen__long-body",
+        "ERROR",
+        1,
+        1,
+        "incomplete JPEG: no end marker",
+    ),
+    ("Italy__bad-chunked", "ERROR", 3, 3, ""),
 ];
 
 #[test]

@@ -61,11 +61,15 @@ pub enum Fault {
     RedirectLoop,
     /// 200 with `text/html`: an "error page" where a JPEG was expected.
     Html200,
+    /// 307 to a raw listener that sends 256 bytes more than its Content-Length.
+    LongBody,
+    /// 307 to a raw listener that sends a chunked body with a malformed chunk size.
+    BadChunked,
 }
 
 impl Fault {
     /// Every kind, in the order of the documentation.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 15] = [
         Fault::SlowHeaders,
         Fault::Hang,
         Fault::Trickle,
@@ -79,6 +83,8 @@ impl Fault {
         Fault::Redirect,
         Fault::RedirectLoop,
         Fault::Html200,
+        Fault::LongBody,
+        Fault::BadChunked,
     ];
 
     /// The name used in `{Flag}__{fault}.jpg` and by `--fault`.
@@ -97,6 +103,8 @@ impl Fault {
             Fault::Redirect => "redirect",
             Fault::RedirectLoop => "redirect-loop",
             Fault::Html200 => "html-200",
+            Fault::LongBody => "long-body",
+            Fault::BadChunked => "bad-chunked",
         }
     }
 }
@@ -206,6 +214,8 @@ pub(super) struct Faulty<'a> {
     pub count: u64,
     /// Wait of the timing faults, in milliseconds.
     pub fault_ms: u64,
+    /// Address of the raw listener of the wire faults.
+    pub wire: std::net::SocketAddr,
 }
 
 /// The answer to a request for `req` under `fault`.
@@ -249,6 +259,11 @@ pub(super) async fn respond(fault: Fault, req: Faulty<'_>) -> Response {
             redirect(format!("{target}?{REDIRECTED_QUERY}"))
         }
         Fault::RedirectLoop => redirect(crate::list::item_url(FLAGS_PATH, req.requested)),
+        Fault::LongBody | Fault::BadChunked => {
+            let path = crate::list::item_url(FLAGS_PATH, req.requested);
+            let target = format!("http://{}{path}", req.wire);
+            (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response()
+        }
         Fault::Html200 => (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
             ERROR_PAGE,

@@ -15,6 +15,7 @@
 
 pub mod faults;
 pub mod flag;
+mod wire;
 
 use std::collections::HashMap;
 use std::io;
@@ -59,7 +60,9 @@ pub struct SiteConfig {
 const MAX_OTHER_NAMES: usize = 10_000;
 
 struct Shared {
-    flags: HashMap<String, Bytes>,
+    flags: Arc<HashMap<String, Bytes>>,
+    /// The raw listener of the faults hyper will not produce (see [`wire`]).
+    wire: SocketAddr,
     config: SiteConfig,
     faults: FaultConfig,
     requests: AtomicU64,
@@ -109,9 +112,20 @@ impl Site {
             .thread_name("flag-site")
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(async { listen(bind) })?;
+        let (listener, wire) = runtime.block_on(async {
+            let wire_bind = SocketAddr::new(bind.ip(), 0);
+            io::Result::Ok((listen(bind)?, listen(wire_bind)?))
+        })?;
         let addr = listener.local_addr()?;
-        let app = router(config, faults);
+        let flags: Arc<HashMap<String, Bytes>> = Arc::new(
+            config
+                .names
+                .iter()
+                .map(|name| (name.clone(), Bytes::from(flag::flag_jpeg(name))))
+                .collect(),
+        );
+        let app = router(config, faults, Arc::clone(&flags), wire.local_addr()?);
+        runtime.spawn(wire::serve(wire, flags));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("flag-site".into())
@@ -170,14 +184,15 @@ fn listen(bind: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     socket.listen(BACKLOG)
 }
 
-fn router(config: SiteConfig, faults: FaultConfig) -> Router {
-    let flags = config
-        .names
-        .iter()
-        .map(|name| (name.clone(), Bytes::from(flag::flag_jpeg(name))))
-        .collect();
+fn router(
+    config: SiteConfig,
+    faults: FaultConfig,
+    flags: Arc<HashMap<String, Bytes>>,
+    wire: SocketAddr,
+) -> Router {
     let shared = Arc::new(Shared {
         flags,
+        wire,
         config,
         faults,
         requests: AtomicU64::new(0),
@@ -225,6 +240,7 @@ async fn serve_flag(
                 jpeg,
                 count,
                 fault_ms: site.faults.fault_ms,
+                wire: site.wire,
             };
             faults::respond(fault, req).await
         }

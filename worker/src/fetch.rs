@@ -15,7 +15,7 @@ use ureq::Agent;
 
 use crate::log::LogFile;
 use crate::protocol::{FetchSettings, Item, ItemReport, Status};
-use crate::save::{check_file_name, save_stream, SaveError};
+use crate::save::{check_file_name, save_stream, Expect, SaveError};
 
 /// First back-off delay; doubled for each further attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -146,11 +146,13 @@ impl Fetcher {
             }
         };
         let code = response.status().as_u16();
-        let html = response
+        let content_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+            .map(|v| v.trim_start().to_ascii_lowercase())
+            .unwrap_or_default();
+        let html = content_type.starts_with("text/html");
         if response.status().is_success() && !html {
             // With a content encoding the declared length is that of the
             // encoded body, not of what we save.
@@ -168,14 +170,13 @@ impl Fetcher {
                 let reason = SaveError::TooLarge(self.settings.max_size).to_string();
                 return Attempt::failed(reason, Some(code), false);
             }
+            let expect = Expect {
+                max_size: self.settings.max_size,
+                len: expected,
+                jpeg: content_type.starts_with("image/jpeg"),
+            };
             let mut body = response.body_mut().as_reader();
-            return match save_stream(
-                &self.dest,
-                &item.file,
-                &mut body,
-                self.settings.max_size,
-                expected,
-            ) {
+            return match save_stream(&self.dest, &item.file, &mut body, expect) {
                 Ok(bytes) => Attempt {
                     status: Status::Ok,
                     http: Some(code),

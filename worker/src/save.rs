@@ -87,6 +87,21 @@ pub enum SaveError {
     Write(io::Error),
     #[error("interrupted")]
     Interrupted,
+    #[error("incomplete JPEG: {0}")]
+    IncompleteJpeg(&'static str),
+}
+
+/// What a body must be to be saved.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Expect {
+    /// Largest body accepted, in bytes.
+    pub max_size: u64,
+    /// The declared length, when the body must have exactly that many bytes.
+    pub len: Option<u64>,
+    /// The body claims to be a JPEG: it must start with the SOI marker and end
+    /// with the EOI marker. A length header can lie (a body longer than
+    /// declared leaves a truncated picture that matches it); the markers catch that.
+    pub jpeg: bool,
 }
 
 /// Streams `body` into `dest/file`, atomically. Returns the bytes saved.
@@ -97,18 +112,25 @@ pub fn save_stream(
     dest: &Path,
     file: &str,
     body: &mut dyn Read,
-    max_size: u64,
-    expected_len: Option<u64>,
+    expect: Expect,
 ) -> Result<u64, SaveError> {
     let mut temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
         .tempfile_in(dest)
         .map_err(SaveError::Write)?;
-    let got = copy_capped(body, temp.as_file_mut(), max_size)?;
-    if let Some(expected) = expected_len {
+    let (got, head, tail) = copy_capped(body, temp.as_file_mut(), expect.max_size)?;
+    if let Some(expected) = expect.len {
         if got != expected {
             return Err(SaveError::LengthMismatch { got, expected });
+        }
+    }
+    if expect.jpeg {
+        if head != [0xFF, 0xD8] {
+            return Err(SaveError::IncompleteJpeg("no start marker"));
+        }
+        if tail != [0xFF, 0xD9] {
+            return Err(SaveError::IncompleteJpeg("no end marker"));
         }
     }
     temp.as_file_mut().flush().map_err(SaveError::Write)?;
@@ -118,19 +140,36 @@ pub fn save_stream(
     Ok(got)
 }
 
-/// Copies at most `max` bytes; one byte more is `TooLarge`.
-fn copy_capped(body: &mut dyn Read, out: &mut fs::File, max: u64) -> Result<u64, SaveError> {
+/// Copies at most `max` bytes; one byte more is `TooLarge`. Returns the
+/// count and the first and last two bytes.
+fn copy_capped(
+    body: &mut dyn Read,
+    out: &mut fs::File,
+    max: u64,
+) -> Result<(u64, [u8; 2], [u8; 2]), SaveError> {
     let mut buf = [0u8; 16 * 1024];
     let mut total = 0u64;
+    let (mut head, mut tail) = ([0u8; 2], [0u8; 2]);
     loop {
         if crate::stopping() {
             return Err(SaveError::Interrupted);
         }
         let n = match body.read(&mut buf) {
-            Ok(0) => return Ok(total),
+            Ok(0) => return Ok((total, head, tail)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(SaveError::Read(e)),
+        };
+        let chunk = &buf[..n];
+        if total < 2 {
+            for (i, &b) in chunk.iter().take(2 - total as usize).enumerate() {
+                head[total as usize + i] = b;
+            }
+        }
+        tail = match chunk {
+            [.., a, b] => [*a, *b],
+            [b] => [tail[1], *b],
+            [] => tail,
         };
         total += n as u64;
         if total > max {
@@ -213,13 +252,20 @@ mod tests {
     #[test]
     fn save_is_atomic_and_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let n = save_stream(dir.path(), "a.jpg", &mut &b"hello"[..], 10, Some(5)).unwrap();
+        let expect = |max_size, len| Expect {
+            max_size,
+            len,
+            jpeg: false,
+        };
+        let n = save_stream(dir.path(), "a.jpg", &mut &b"hello"[..], expect(10, Some(5))).unwrap();
         assert_eq!(n, 5);
         assert_eq!(fs::read(dir.path().join("a.jpg")).unwrap(), b"hello");
 
-        let err = save_stream(dir.path(), "b.jpg", &mut &b"hello"[..], 4, None).unwrap_err();
+        let err =
+            save_stream(dir.path(), "b.jpg", &mut &b"hello"[..], expect(4, None)).unwrap_err();
         assert!(matches!(err, SaveError::TooLarge(4)));
-        let err = save_stream(dir.path(), "c.jpg", &mut &b"hel"[..], 10, Some(5)).unwrap_err();
+        let err =
+            save_stream(dir.path(), "c.jpg", &mut &b"hel"[..], expect(10, Some(5))).unwrap_err();
         assert_eq!(err.to_string(), "length mismatch: 3 of 5 bytes");
 
         let names: Vec<_> = fs::read_dir(dir.path())
@@ -229,12 +275,52 @@ mod tests {
         assert_eq!(names, ["a.jpg"], "no partial or temporary file remains");
     }
 
+    #[test]
+    fn jpeg_markers_are_checked_across_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let jpeg = Expect {
+            max_size: 100,
+            len: None,
+            jpeg: true,
+        };
+        // A reader that hands out one byte at a time splits the markers.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let Some((first, rest)) = self.0.split_first() else {
+                    return Ok(0);
+                };
+                buf[0] = *first;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        let whole = [0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9];
+        assert_eq!(
+            save_stream(dir.path(), "a.jpg", &mut Trickle(&whole), jpeg).unwrap(),
+            7
+        );
+        assert_eq!(
+            save_stream(dir.path(), "b.jpg", &mut &whole[..], jpeg).unwrap(),
+            7
+        );
+        let cut = save_stream(dir.path(), "c.jpg", &mut &whole[..5], jpeg).unwrap_err();
+        assert_eq!(cut.to_string(), "incomplete JPEG: no end marker");
+        let html = save_stream(dir.path(), "d.jpg", &mut &b"<html>"[..], jpeg).unwrap_err();
+        assert_eq!(html.to_string(), "incomplete JPEG: no start marker");
+        assert!(!dir.path().join("c.jpg").exists() && !dir.path().join("d.jpg").exists());
+    }
+
     #[cfg(unix)]
     #[test]
     fn saved_files_are_not_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        save_stream(dir.path(), "a.jpg", &mut &b"x"[..], 10, None).unwrap();
+        let expect = Expect {
+            max_size: 10,
+            ..Expect::default()
+        };
+        save_stream(dir.path(), "a.jpg", &mut &b"x"[..], expect).unwrap();
         let mode = fs::metadata(dir.path().join("a.jpg"))
             .unwrap()
             .permissions()
