@@ -142,13 +142,15 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
             .collect();
         handles.into_iter().map(|h| h.join()).collect()
     });
+    // From here on the master may close our channel at any moment (it does
+    // once we finish or fail); that is no reason for the pump to cry foul.
+    finishing.store(true, Ordering::SeqCst);
     let mut tally = Tally::default();
     for result in results {
         // The panic message is already on stderr, which is our log file; without
         // `Finished` the master hands our unfinished items to others.
         tally += result.map_err(|_| ChildError::Panicked)?;
     }
-    finishing.store(true, Ordering::SeqCst);
     events.send(Event::Finished(
         tally.summary(started.elapsed().as_secs_f64()),
     ))?;
