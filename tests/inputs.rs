@@ -88,7 +88,8 @@ fn unicode_names_are_encoded_and_saved() {
     assert!(logs.contains("/C%C3%B4te_d%27Ivoire.jpg"), "{logs}");
 }
 
-/// A one-shot server that records request heads and answers a tiny JPEG-ish body.
+/// A server for `requests` requests that records their heads and answers the
+/// smallest body that passes for a JPEG (start and end markers).
 fn capture_server(requests: usize) -> (String, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/flags", listener.local_addr().unwrap());
@@ -108,8 +109,8 @@ fn capture_server(requests: usize) -> (String, mpsc::Receiver<String>) {
                 }
             }
             let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 3\r\n\
-                  Connection: close\r\n\r\nabc",
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 4\r\n\
+                  Connection: close\r\n\r\n\xff\xd8\xff\xd9",
             );
             let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
         }
