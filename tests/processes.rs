@@ -94,7 +94,8 @@ fn a_killed_worker_hands_its_items_to_the_others() {
 
 #[test]
 fn workers_exit_when_the_master_is_killed() {
-    let site = Site::start(&["--delay-ms", "300"]);
+    // Trickling bodies: the kill lands while workers are writing temporary files.
+    let site = Site::start(&["--fault", "trickle", "--fault-ms", "400"]);
     let work = Work::new();
     let master = Command::new(BIN)
         .args([
@@ -127,6 +128,13 @@ fn workers_exit_when_the_master_is_killed() {
         kill9(pid);
     }
     assert!(survivors.is_empty(), "orphaned workers: {survivors:?}");
+    let temporary: Vec<String> = work
+        .files("flags")
+        .into_keys()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
+    assert!(partial_files(&work).is_empty());
 }
 
 fn sigint(pid: u32) {
@@ -316,4 +324,48 @@ fn a_panicking_worker_is_recorded_and_its_items_handed_on() {
     let log = std::fs::read_to_string(work.path("logs/worker-01.log")).unwrap();
     assert!(log.contains("injected panic after 2 items"), "{log}");
     assert!(log.contains("a worker thread panicked"), "{log}");
+}
+
+#[test]
+fn a_second_ctrl_c_quits_at_once_without_partial_files() {
+    // Every item hangs, so the first Ctrl-C alone would wait out its grace period.
+    let site = Site::start(&["--fault", "trickle", "--fault-ms", "4000"]);
+    for mode in [
+        &["--mode", "threads", "--threads", "4"][..],
+        &["--mode", "proc", "--procs", "2"],
+    ] {
+        let work = Work::new();
+        let child = Command::new(BIN)
+            .args(["--base-url", &site.base, "--limit", "8", "--json"])
+            .args(mode)
+            .current_dir(work.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Wait until bodies are being written.
+        let start = Instant::now();
+        while !work.files("flags").keys().any(|n| n.starts_with('.')) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{mode:?}: no download started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sigint(pid);
+        std::thread::sleep(Duration::from_millis(100));
+        sigint(pid);
+        let out = common::wait_output(child, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(130), "{mode:?}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["interrupted"], true);
+        assert_eq!(report["counts"]["error"], 8, "{mode:?}: nothing finished");
+        assert!(
+            work.files("flags").is_empty(),
+            "{mode:?}: {:?}",
+            work.files("flags").keys()
+        );
+    }
 }

@@ -93,6 +93,7 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
     let (answers_tx, answers) = crossbeam_channel::unbounded::<Command>();
     {
         let finishing = Arc::clone(&finishing);
+        let dest = setup.dest.clone();
         thread::spawn(move || loop {
             match commands.recv() {
                 Ok(Command::Stop) => crate::request_stop(),
@@ -104,6 +105,10 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
                 Err(_) if finishing.load(Ordering::SeqCst) => return,
                 Err(e) => {
                     eprintln!("flagmaster worker {worker}: lost the master ({e}); exiting");
+                    // Exiting skips the destructors that delete temporary files,
+                    // and no master is left to clean up after us.
+                    crate::request_stop();
+                    let _ = crate::save::remove_leftovers(&dest);
                     std::process::exit(EXIT_MASTER_GONE);
                 }
             }
