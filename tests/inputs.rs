@@ -5,11 +5,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{logfmt, stderr, stdout, Site, Work, BIN};
+use common::{alive, signal, stderr, stdout, Site, Work};
 use flagmaster::site::flag::flag_jpeg;
 
 #[test]
@@ -166,8 +165,8 @@ fn header_values_are_sent_but_never_logged_or_reported() {
 fn a_stopped_worker_is_killed_and_its_items_handed_on() {
     let site = Site::start(&["--delay-ms", "100"]);
     let work = Work::new();
-    let child = Command::new(BIN)
-        .args([
+    let child = work.spawn(
+        &[
             "--base-url",
             &site.base,
             "--limit",
@@ -176,24 +175,19 @@ fn a_stopped_worker_is_killed_and_its_items_handed_on() {
             "proc",
             "--procs",
             "2",
-        ])
-        .args(["--chunk-size", "5", "--timeout", "1", "--json"])
-        .current_dir(work.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--chunk-size",
+            "5",
+            "--timeout",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
     // Wait for the first hello, then freeze that worker: alive, but silent.
     let start = Instant::now();
     let frozen = loop {
-        let log = std::fs::read_to_string(work.path("logs/master.log")).unwrap_or_default();
-        if let Some(f) = log
-            .lines()
-            .map(logfmt)
-            .find(|f| f.get("event").map(String::as_str) == Some("hello"))
-        {
-            break f["pid"].clone();
+        if let Some(hello) = work.master_events("hello").first() {
+            break hello["pid"].clone();
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -201,23 +195,20 @@ fn a_stopped_worker_is_killed_and_its_items_handed_on() {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    let status = Command::new("kill")
-        .args(["-STOP", &frozen])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal("STOP", &frozen);
     let out = common::wait_output(child, Duration::from_secs(60));
     // Should the master have failed to kill it, do not leave it behind.
-    let _ = Command::new("kill").args(["-9", &frozen]).status();
+    if alive(frozen.parse().unwrap()) {
+        signal("KILL", &frozen);
+    }
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["counts"]["ok"], 30, "every item still downloaded");
-    let master = std::fs::read_to_string(work.path("logs/master.log")).unwrap();
-    let stuck = master
-        .lines()
-        .map(logfmt)
-        .find(|f| f.get("event").map(String::as_str) == Some("worker_stuck"))
-        .unwrap_or_else(|| panic!("stuck worker recorded: {master}"));
+    let stuck = work.master_events("worker_stuck");
+    assert_eq!(stuck.len(), 1, "the stuck worker is recorded");
+    let end = work.master_events("worker_end");
+    let killed = end.iter().find(|f| f["pid"] == frozen).unwrap();
+    assert!(killed["exit"].contains("signal: 9"), "{killed:?}");
+    let stuck = &stuck[0];
     assert_eq!(stuck["pid"], frozen);
-    assert!(master.contains("signal: 9"), "{master}");
 }

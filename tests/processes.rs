@@ -3,56 +3,33 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{logfmt, stderr, ChildGuard, Site, Work, BIN};
+use common::{alive, signal, stderr, ChildGuard, Site, Work};
 
 /// Pids of the workers the master spawned, read from master.log, waiting up to
 /// `deadline` for `n` of them.
 fn spawned_pids(work: &Work, n: usize, deadline: Duration) -> Vec<i32> {
     let start = Instant::now();
     loop {
-        let log = std::fs::read_to_string(work.path("logs/master.log")).unwrap_or_default();
-        let pids: Vec<i32> = log
-            .lines()
-            .map(logfmt)
-            .filter(|f| f.get("event").map(String::as_str) == Some("hello"))
-            .map(|f| f["pid"].parse().unwrap())
-            .collect();
-        if pids.len() >= n {
-            return pids;
+        let hellos = work.master_events("hello");
+        if hellos.len() >= n {
+            return hellos.iter().map(|f| f["pid"].parse().unwrap()).collect();
         }
-        assert!(start.elapsed() < deadline, "workers did not start: {log}");
+        assert!(
+            start.elapsed() < deadline,
+            "workers did not start: {hellos:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn alive(pid: i32) -> bool {
-    // Signal 0 checks for existence; a zombie still counts, so read its state.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-fn kill9(pid: i32) {
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -9 {pid}");
 }
 
 #[test]
 fn a_killed_worker_hands_its_items_to_the_others() {
     let site = Site::start(&["--delay-ms", "100"]);
     let work = Work::new();
-    let child = Command::new(BIN)
-        .args([
+    let child = work.spawn(
+        &[
             "--base-url",
             &site.base,
             "--limit",
@@ -61,30 +38,26 @@ fn a_killed_worker_hands_its_items_to_the_others() {
             "proc",
             "--procs",
             "3",
-        ])
-        .args(["--chunk-size", "4", "--json"])
-        .current_dir(work.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--chunk-size",
+            "4",
+            "--json",
+        ],
+        &[],
+    );
     let pids = spawned_pids(&work, 3, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(250));
-    kill9(pids[1]);
+    signal("KILL", pids[1]);
     let out = common::wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["counts"]["ok"], 40, "every item still downloaded");
     assert_eq!(work.files("flags").len(), 40);
-    let master = std::fs::read_to_string(work.path("logs/master.log")).unwrap();
-    let died = master
-        .lines()
-        .map(logfmt)
-        .find(|f| f.get("event").map(String::as_str) == Some("worker_died"))
-        .unwrap_or_else(|| panic!("master.log records the death: {master}"));
-    assert_eq!(died["pid"], pids[1].to_string());
-    assert!(master.contains("signal: 9"), "{master}");
+    let died = work.master_events("worker_died");
+    assert_eq!(died.len(), 1, "master.log records the death");
+    assert_eq!(died[0]["pid"], pids[1].to_string());
+    let end = work.master_events("worker_end");
+    let killed = end.iter().find(|f| f["pid"] == died[0]["pid"]).unwrap();
+    assert!(killed["exit"].contains("signal: 9"), "{killed:?}");
     assert!(
         stderr(&out).contains("ended without finishing"),
         "{}",
@@ -97,8 +70,8 @@ fn workers_exit_when_the_master_is_killed() {
     // Trickling bodies: the kill lands while workers are writing temporary files.
     let site = Site::start(&["--fault", "trickle", "--fault-ms", "400"]);
     let work = Work::new();
-    let master = Command::new(BIN)
-        .args([
+    let master = work.spawn(
+        &[
             "--base-url",
             &site.base,
             "--mode",
@@ -107,13 +80,9 @@ fn workers_exit_when_the_master_is_killed() {
             "3",
             "--chunk-size",
             "1",
-        ])
-        .current_dir(work.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+        &[],
+    );
     let mut master = ChildGuard(master);
     let pids = spawned_pids(&work, 3, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(200));
@@ -125,7 +94,7 @@ fn workers_exit_when_the_master_is_killed() {
     }
     let survivors: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
     for &pid in &survivors {
-        kill9(pid);
+        signal("KILL", pid);
     }
     assert!(survivors.is_empty(), "orphaned workers: {survivors:?}");
     let temporary: Vec<String> = work
@@ -135,14 +104,6 @@ fn workers_exit_when_the_master_is_killed() {
         .collect();
     assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
     assert!(partial_files(&work).is_empty());
-}
-
-fn sigint(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -INT {pid}");
 }
 
 /// Files left in `dest` that are not complete flags.
@@ -167,15 +128,7 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
     ] {
         let work = Work::new();
         let args = ["--base-url", &site.base, "--limit", "60", "--json"];
-        let child = Command::new(BIN)
-            .args(args)
-            .args(mode)
-            .current_dir(work.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = work.spawn(&[&args[..], mode].concat(), &[]);
         let master_pid = child.id();
         // Wait until some items are done, so the interrupt lands mid-run.
         let start = Instant::now();
@@ -191,7 +144,7 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
         } else {
             Vec::new()
         };
-        sigint(master_pid);
+        signal("INT", master_pid);
         let out = common::wait_output(child, Duration::from_secs(20));
         assert_eq!(out.status.code(), Some(130), "{mode:?}: {}", stderr(&out));
         let err = stderr(&out);
@@ -222,7 +175,7 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let orphans: Vec<i32> = workers.iter().copied().filter(|&p| alive(p)).collect();
-        orphans.iter().for_each(|&p| kill9(p));
+        orphans.iter().for_each(|&p| signal("KILL", p));
         assert!(orphans.is_empty(), "{mode:?}: orphans {orphans:?}");
 
         // A later run completes what is missing (in threads mode, to be quick).
@@ -233,21 +186,12 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
     }
 }
 
-fn master_events(work: &Work, event: &str) -> Vec<std::collections::BTreeMap<String, String>> {
-    std::fs::read_to_string(work.path("logs/master.log"))
-        .unwrap()
-        .lines()
-        .map(logfmt)
-        .filter(|f| f.get("event").map(String::as_str) == Some(event))
-        .collect()
-}
-
 #[test]
 fn a_worker_that_dies_before_its_hello_does_not_hang_the_run() {
     let site = Site::start(&[]);
     let work = Work::new();
-    let child = Command::new(BIN)
-        .args([
+    let child = work.spawn(
+        &[
             "--base-url",
             &site.base,
             "--limit",
@@ -256,21 +200,16 @@ fn a_worker_that_dies_before_its_hello_does_not_hang_the_run() {
             "proc",
             "--procs",
             "3",
-        ])
-        .arg("--json")
-        .env(flagmaster_worker::child::EXIT_BEFORE_HELLO_ENV, "2")
-        .current_dir(work.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--json",
+        ],
+        &[(flagmaster_worker::child::EXIT_BEFORE_HELLO_ENV, "2")],
+    );
     let out = common::wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["counts"]["ok"], 20);
     assert_eq!(report["workers"].as_array().unwrap().len(), 2);
-    let failed = master_events(&work, "handshake_failed");
+    let failed = work.master_events("handshake_failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["worker"], "2");
     assert_eq!(failed[0]["exit"], "exit status: 7");
@@ -285,8 +224,8 @@ fn a_worker_that_dies_before_its_hello_does_not_hang_the_run() {
 fn a_panicking_worker_is_recorded_and_its_items_handed_on() {
     let site = Site::start(&["--delay-ms", "20"]);
     let work = Work::new();
-    let child = Command::new(BIN)
-        .args([
+    let child = work.spawn(
+        &[
             "--base-url",
             &site.base,
             "--limit",
@@ -295,15 +234,12 @@ fn a_panicking_worker_is_recorded_and_its_items_handed_on() {
             "proc",
             "--procs",
             "2",
-        ])
-        .args(["--chunk-size", "5", "--json"])
-        .env(flagmaster_worker::child::PANIC_AFTER_ENV, "1:2")
-        .current_dir(work.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--chunk-size",
+            "5",
+            "--json",
+        ],
+        &[(flagmaster_worker::child::PANIC_AFTER_ENV, "1:2")],
+    );
     let out = common::wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
@@ -314,10 +250,10 @@ fn a_panicking_worker_is_recorded_and_its_items_handed_on() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["counts"]["ok"], 30, "every item still downloaded");
     assert_eq!(work.files("flags").len(), 30);
-    let died = master_events(&work, "worker_died");
+    let died = work.master_events("worker_died");
     assert_eq!(died.len(), 1, "one death");
     assert_eq!(died[0]["worker"], "1");
-    let end = master_events(&work, "worker_end");
+    let end = work.master_events("worker_end");
     let w1 = end.iter().find(|f| f["worker"] == "1").unwrap();
     assert_eq!(w1["exit"], "exit status: 1");
     assert_eq!(w1["finished"], "false");
@@ -335,15 +271,14 @@ fn a_second_ctrl_c_quits_at_once_without_partial_files() {
         &["--mode", "proc", "--procs", "2"],
     ] {
         let work = Work::new();
-        let child = Command::new(BIN)
-            .args(["--base-url", &site.base, "--limit", "8", "--json"])
-            .args(mode)
-            .current_dir(work.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = work.spawn(
+            &[
+                &["--base-url", &site.base, "--limit", "8", "--json"][..],
+                mode,
+            ]
+            .concat(),
+            &[],
+        );
         let pid = child.id();
         // Wait until bodies are being written.
         let start = Instant::now();
@@ -354,9 +289,9 @@ fn a_second_ctrl_c_quits_at_once_without_partial_files() {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        sigint(pid);
+        signal("INT", pid);
         std::thread::sleep(Duration::from_millis(100));
-        sigint(pid);
+        signal("INT", pid);
         let out = common::wait_output(child, Duration::from_secs(20));
         assert_eq!(out.status.code(), Some(130), "{mode:?}: {}", stderr(&out));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -189,10 +189,7 @@ fn fault_flag_applies_to_every_flag_and_a_suffix_wins() {
 
 #[test]
 fn bad_fault_flag_is_a_usage_error() {
-    let out = common::run_in(
-        std::env::temp_dir().as_path(),
-        &["serve", "--port", "0", "--fault", "bogus"],
-    );
+    let out = common::Work::new().run(&["serve", "--port", "0", "--fault", "bogus"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(common::stderr(&out).contains("bogus"), "{out:?}");
 }

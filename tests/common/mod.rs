@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -125,7 +125,31 @@ impl Work {
 
     /// Runs flagmaster in this directory, killing it if it overruns.
     pub fn run(&self, args: &[&str]) -> Output {
-        run_in(self.dir.path(), args)
+        wait_output(self.spawn(args, &[]), RUN_DEADLINE)
+    }
+
+    /// Starts flagmaster in this directory with its output piped; finish with
+    /// [`wait_output`], which bounds the wait and drains the pipes.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flagmaster")
+    }
+
+    /// The lines of `logs/master.log` with `event=<event>`, as fields.
+    pub fn master_events(&self, event: &str) -> Vec<BTreeMap<String, String>> {
+        fs::read_to_string(self.path("logs/master.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(logfmt)
+            .filter(|f| f.get("event").map(String::as_str) == Some(event))
+            .collect()
     }
 
     /// Files in `dest`, name to bytes.
@@ -154,18 +178,6 @@ impl Work {
         }
         logs
     }
-}
-
-pub fn run_in(dir: &Path, args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start flagmaster");
-    wait_output(child, RUN_DEADLINE)
 }
 
 /// Waits for `child` with a deadline, reading its pipes on threads so it can
@@ -247,6 +259,26 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether `pid` is running (a zombie is not).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Sends `signal` (as `kill` names it: `INT`, `KILL`, `STOP`) to `pid`.
+pub fn signal(signal: &str, pid: impl std::fmt::Display) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// The first `n` names of the built-in list.
