@@ -10,7 +10,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::net::{IpAddr, SocketAddr};
+
+use ureq::config::Config;
 use ureq::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 use crate::log::LogFile;
@@ -81,8 +87,15 @@ impl Fetcher {
         if !settings.env_proxy {
             config = config.proxy(None);
         }
+        let agent = Agent::with_parts(
+            config.build(),
+            DefaultConnector::default(),
+            IpLiteralResolver::default(),
+        );
+        // An absolute dest spares the temporary-file code a getcwd per item.
+        let dest = std::path::absolute(&dest).unwrap_or(dest);
         Fetcher {
-            agent: config.build().new_agent(),
+            agent,
             settings: Arc::new(settings),
             dest: Arc::new(dest),
         }
@@ -232,6 +245,45 @@ impl Fetcher {
     }
 }
 
+/// ureq resolves the host before every request, pooled connection or not,
+/// and once any timeout is set it resolves on a new thread: one thread per
+/// request, which costs more than the request itself on a fast site. An IP
+/// literal needs no lookup, so it is answered here at once; names still go
+/// through ureq's resolver, with its timeout. (`unversioned` API: pinned by
+/// Cargo.lock, revisit on ureq upgrades.)
+#[derive(Debug, Default)]
+struct IpLiteralResolver(DefaultResolver);
+
+impl Resolver for IpLiteralResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match literal_addr(uri) {
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+/// The socket address of a URI whose host is an IP address.
+fn literal_addr(uri: &Uri) -> Option<SocketAddr> {
+    let ip: IpAddr = uri.host()?.trim_matches(['[', ']']).parse().ok()?;
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some("http")) => 80,
+        (None, Some("https")) => 443,
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 fn log_attempt(
     log: &LogFile,
     who: &WorkerId,
@@ -337,6 +389,21 @@ fn describe_io(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_literals_need_no_lookup() {
+        let addr = |u: &str| literal_addr(&u.parse().unwrap());
+        assert_eq!(
+            addr("http://127.0.0.1:8000/x"),
+            Some("127.0.0.1:8000".parse().unwrap())
+        );
+        assert_eq!(addr("http://[::1]/x"), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(
+            addr("https://10.0.0.1/x"),
+            Some("10.0.0.1:443".parse().unwrap())
+        );
+        assert_eq!(addr("https://example.org/x"), None);
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {
