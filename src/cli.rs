@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the built-in flag site (generated JPEGs) until interrupted.
     Serve(ServeArgs),
+    /// Compare serial, threads, proc and hybrid on the same workload.
+    Bench(BenchArgs),
     /// Run as a worker process of a master (internal).
     #[command(name = flagmaster_worker::child::SUBCOMMAND, hide = true)]
     Worker(WorkerArgs),
@@ -162,6 +164,61 @@ pub struct ServeArgs {
     /// Wait of the slow-headers and trickle faults, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = crate::site::faults::DEFAULT_FAULT_MS)]
     pub fault_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Measured runs per setup, each after the setup's warm-up run.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub runs: u64,
+
+    /// Items to download [default: the built-in list]; beyond it, made-up names
+    /// the built-in site serves too.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub items: Option<u64>,
+
+    /// Setups to measure, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "serial,threads,proc,hybrid"
+    )]
+    pub modes: Vec<String>,
+
+    /// Worker processes of the proc setup.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub procs: u32,
+
+    /// Threads of the threads setup.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub threads: u32,
+
+    /// Processes x threads of the hybrid setup.
+    #[arg(long, value_name = "PxT", default_value = "4x8")]
+    pub hybrid: String,
+
+    /// Latency of the built-in site: a fixed delay, in milliseconds...
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub delay_ms: u64,
+
+    /// ...plus a random 0 to MS milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub jitter_ms: u64,
+
+    /// Measure against this site instead ({base}/{name}.jpg for the built-in list).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["delay_ms", "jitter_ms", "items"])]
+    pub base_url: Option<String>,
+
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print the table as markdown.
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@
 //! ipc-channel) and folds the reports into a [`report::RunReport`]. Worker
 //! processes are this same binary, re-executed with a hidden subcommand.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -55,6 +56,7 @@ pub fn main() -> ExitCode {
             };
         }
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => download(cli.run),
     };
     match result {

@@ -1,0 +1,510 @@
+//! `flagmaster bench`: the classic comparison, measured. The same workload is
+//! downloaded serially, with a thread pool, with worker processes and with
+//! processes x threads, a warm-up and then `--runs` times each, every run a
+//! fresh `flagmaster` process into a fresh dest, against the built-in DELAY
+//! site (or `--base-url`). The table is pure arithmetic over the samples.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::BenchArgs;
+use crate::config::check_base_url;
+use crate::error::Error;
+use crate::list;
+use crate::site::{Site, SiteConfig};
+
+/// One configuration to measure.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Setup {
+    pub mode: String,
+    pub procs: u32,
+    pub threads: u32,
+}
+
+impl Setup {
+    fn concurrency(&self) -> u32 {
+        self.procs * self.threads
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mode = if self.mode == "hybrid" {
+            "proc"
+        } else {
+            &self.mode
+        };
+        let mut args = vec!["--mode".to_string(), mode.to_string()];
+        match mode {
+            "threads" => args.extend(["--threads".into(), self.threads.to_string()]),
+            "proc" => args.extend([
+                "--procs".into(),
+                self.procs.to_string(),
+                "--threads".into(),
+                self.threads.to_string(),
+            ]),
+            _ => {}
+        }
+        args
+    }
+}
+
+/// One measured run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Sample {
+    pub secs: f64,
+    pub ok: u64,
+    pub bytes: u64,
+    /// User + system CPU seconds of the run's whole process tree.
+    pub cpu_secs: f64,
+    /// Peak resident set of the largest process of the run, in MB.
+    pub peak_rss_mb: f64,
+}
+
+/// A row of the comparison.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Row {
+    #[serde(flatten)]
+    pub setup: Setup,
+    pub median_secs: f64,
+    pub min_secs: f64,
+    pub max_secs: f64,
+    pub items_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub speedup_vs_serial: Option<f64>,
+    /// The latency limit divided by the median, when the site's latency is known.
+    pub efficiency: Option<f64>,
+    pub cpu_secs: f64,
+    pub peak_rss_mb: f64,
+    /// Runs in which every item was downloaded, of all runs.
+    pub complete_runs: usize,
+    pub samples: Vec<Sample>,
+}
+
+/// The whole comparison, as `--json` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bench {
+    pub items: usize,
+    pub runs: u64,
+    pub site: String,
+    /// Mean latency of the built-in site, in seconds.
+    pub mean_latency_secs: Option<f64>,
+    pub rows: Vec<Row>,
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Folds the samples of each setup into rows. `latency` is the site's mean
+/// latency; the latency limit of a setup is ceil(items / concurrency) x latency.
+pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample>)>) -> Vec<Row> {
+    let mut rows: Vec<Row> = measured
+        .into_iter()
+        .map(|(setup, samples)| {
+            let mut secs: Vec<f64> = samples.iter().map(|s| s.secs).collect();
+            secs.sort_by(f64::total_cmp);
+            let median_secs = median(&secs);
+            let mut cpu: Vec<f64> = samples.iter().map(|s| s.cpu_secs).collect();
+            cpu.sort_by(f64::total_cmp);
+            let bytes = samples.first().map_or(0, |s| s.bytes);
+            let rate = |x: f64| {
+                if median_secs > 0.0 {
+                    x / median_secs
+                } else {
+                    0.0
+                }
+            };
+            let limit = latency.map(|l| (items as f64 / setup.concurrency() as f64).ceil() * l);
+            Row {
+                median_secs,
+                min_secs: secs.first().copied().unwrap_or(0.0),
+                max_secs: secs.last().copied().unwrap_or(0.0),
+                items_per_sec: rate(items as f64),
+                mb_per_sec: rate(bytes as f64 / 1e6),
+                speedup_vs_serial: None,
+                efficiency: limit.filter(|_| median_secs > 0.0).map(|l| l / median_secs),
+                cpu_secs: median(&cpu),
+                peak_rss_mb: samples.iter().map(|s| s.peak_rss_mb).fold(0.0, f64::max),
+                complete_runs: samples.iter().filter(|s| s.ok == items as u64).count(),
+                setup,
+                samples,
+            }
+        })
+        .collect();
+    let serial = rows
+        .iter()
+        .find(|r| r.setup.mode == "serial")
+        .map(|r| r.median_secs);
+    for row in &mut rows {
+        row.speedup_vs_serial = serial
+            .filter(|_| row.median_secs > 0.0)
+            .map(|s| s / row.median_secs);
+    }
+    rows
+}
+
+impl Bench {
+    /// The table, as text (`markdown` false) or as a markdown table.
+    pub fn table(&self, markdown: bool) -> String {
+        let header = [
+            "mode",
+            "workers x threads",
+            "median s (min-max)",
+            "items/s",
+            "MB/s",
+            "speed-up",
+            "efficiency",
+            "CPU s",
+            "peak RSS MB",
+            "complete",
+        ];
+        let lines: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.setup.mode.clone(),
+                    format!("{} x {}", r.setup.procs, r.setup.threads),
+                    format!("{:.3} ({:.3}-{:.3})", r.median_secs, r.min_secs, r.max_secs),
+                    format!("{:.0}", r.items_per_sec),
+                    format!("{:.2}", r.mb_per_sec),
+                    r.speedup_vs_serial
+                        .map_or("-".into(), |s| format!("{s:.1}x")),
+                    r.efficiency
+                        .map_or("-".into(), |e| format!("{:.0}%", e * 100.0)),
+                    format!("{:.2}", r.cpu_secs),
+                    format!("{:.1}", r.peak_rss_mb),
+                    format!("{}/{}", r.complete_runs, r.samples.len()),
+                ]
+            })
+            .collect();
+        let mut out = String::new();
+        if markdown {
+            let _ = writeln!(out, "| {} |", header.join(" | "));
+            let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
+            for line in &lines {
+                let _ = writeln!(out, "| {} |", line.join(" | "));
+            }
+            return out;
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                lines
+                    .iter()
+                    .map(|l| l[i].len())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let row = |cells: Vec<&str>| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            padded.join("  ").trim_end().to_string() + "\n"
+        };
+        out.push_str(&row(header.to_vec()));
+        for line in &lines {
+            out.push_str(&row(line.iter().map(String::as_str).collect()));
+        }
+        out
+    }
+}
+
+/// Runs the benchmark and prints its table (or JSON).
+pub fn run(args: BenchArgs) -> Result<u8, Error> {
+    let names = bench_names(args.items.map(|n| n as usize));
+    let setups = setups(&args)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
+    let (_site, base, site_label, latency) = match &args.base_url {
+        Some(url) => (None, check_base_url(url)?, url.clone(), None),
+        None => {
+            let config = SiteConfig {
+                names: names.clone(),
+                delay_ms: args.delay_ms,
+                jitter_ms: args.jitter_ms,
+                error_rate: 0.0,
+            };
+            let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let site = Site::start(config, bind).map_err(|source| Error::Site {
+                addr: bind.to_string(),
+                source,
+            })?;
+            let base = site.base_url();
+            let label = format!(
+                "built-in, {}-{} ms latency",
+                args.delay_ms,
+                args.delay_ms + args.jitter_ms
+            );
+            let mean = (args.delay_ms as f64 + args.jitter_ms as f64 / 2.0) / 1000.0;
+            (Some(site), base, label, Some(mean))
+        }
+    };
+    let work = tempfile::tempdir().map_err(|source| Error::Unwritable {
+        what: "temporary directory",
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let list_path = work.path().join("list.txt");
+    std::fs::write(&list_path, names.join("\n") + "\n").map_err(|source| Error::Unwritable {
+        what: "list",
+        path: list_path.clone(),
+        source,
+    })?;
+    eprintln!(
+        "bench: {} items from {base} ({site_label}), {} run(s) after a warm-up per setup",
+        names.len(),
+        args.runs
+    );
+    let mut measured = Vec::new();
+    for setup in setups {
+        let mut samples = Vec::new();
+        for run in 0..=args.runs {
+            let sample = measure(&exe, &setup, &base, &list_path, work.path())?;
+            if run > 0 {
+                eprintln!(
+                    "bench: {} {}x{} run {run}: {:.3} s, {} ok",
+                    setup.mode, setup.procs, setup.threads, sample.secs, sample.ok
+                );
+                samples.push(sample);
+            }
+        }
+        measured.push((setup, samples));
+    }
+    let bench = Bench {
+        items: names.len(),
+        runs: args.runs,
+        site: site_label,
+        mean_latency_secs: latency,
+        rows: rows(names.len(), latency, measured),
+    };
+    let out = if args.json {
+        serde_json::to_string_pretty(&bench).unwrap_or_default() + "\n"
+    } else {
+        bench.table(args.markdown)
+    };
+    print!("{out}");
+    let complete = bench
+        .rows
+        .iter()
+        .all(|r| r.complete_runs == r.samples.len());
+    Ok(if complete {
+        crate::exit::OK
+    } else {
+        crate::exit::SOME_FAILED
+    })
+}
+
+/// The built-in list, extended with made-up names when more items are asked for.
+fn bench_names(items: Option<usize>) -> Vec<String> {
+    let mut names = list::parse(list::BUILTIN).names;
+    let want = items.unwrap_or(names.len());
+    let mut extra = 0;
+    while names.len() < want {
+        extra += 1;
+        names.push(format!("Extra_{extra:06}"));
+    }
+    names.truncate(want);
+    names
+}
+
+fn setups(args: &BenchArgs) -> Result<Vec<Setup>, Error> {
+    let (hp, ht) = args
+        .hybrid
+        .split_once('x')
+        .and_then(|(p, t)| Some((p.parse::<u32>().ok()?, t.parse::<u32>().ok()?)))
+        .filter(|&(p, t)| p > 0 && t > 0)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "bad --hybrid {:?}: expected PxT, e.g. 4x8",
+                args.hybrid
+            ))
+        })?;
+    let mut setups = Vec::new();
+    for mode in &args.modes {
+        let (procs, threads) = match mode.as_str() {
+            "serial" => (1, 1),
+            "threads" => (1, args.threads),
+            "proc" => (args.procs, 1),
+            "hybrid" => (hp, ht),
+            other => {
+                return Err(Error::Usage(format!(
+                    "bad --modes entry {other:?}: expected serial, threads, proc or hybrid"
+                )))
+            }
+        };
+        setups.push(Setup {
+            mode: mode.clone(),
+            procs,
+            threads,
+        });
+    }
+    Ok(setups)
+}
+
+/// One run in a child process, into a fresh dest.
+fn measure(
+    exe: &Path,
+    setup: &Setup,
+    base: &str,
+    list: &Path,
+    work: &Path,
+) -> Result<Sample, Error> {
+    let run_dir = tempfile::tempdir_in(work).map_err(|source| Error::Unwritable {
+        what: "temporary directory",
+        path: work.to_path_buf(),
+        source,
+    })?;
+    let mut child = Command::new(exe)
+        .args(["--base-url", base, "--json", "--retries", "0"])
+        .arg("--list")
+        .arg(list)
+        .arg("--dest")
+        .arg(run_dir.path().join("flags"))
+        .arg("--log-dir")
+        .arg(run_dir.path().join("logs"))
+        .args(setup.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Spawn(format!("cannot start {}: {e}", exe.display())))?;
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_end(&mut stdout);
+    }
+    let usage = wait_with_usage(child.id());
+    let report: serde_json::Value = serde_json::from_slice(&stdout)
+        .map_err(|e| Error::Spawn(format!("a {} run printed no report: {e}", setup.mode)))?;
+    let (cpu_secs, peak_rss_mb) = usage.unwrap_or((0.0, 0.0));
+    Ok(Sample {
+        secs: report["elapsed_secs"].as_f64().unwrap_or(0.0),
+        ok: report["counts"]["ok"].as_u64().unwrap_or(0),
+        bytes: report["bytes"].as_u64().unwrap_or(0),
+        cpu_secs,
+        peak_rss_mb,
+    })
+}
+
+/// Reaps `pid` and returns the CPU seconds of it and its reaped descendants
+/// (the worker processes) and the peak RSS of the largest of them, in MB.
+fn wait_with_usage(pid: u32) -> Option<(f64, f64)> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own unreaped child; the pointers are valid for the call.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if reaped != pid {
+        return None;
+    }
+    let secs = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
+    Some((cpu.as_secs_f64(), usage.ru_maxrss as f64 / 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(secs: f64) -> Sample {
+        Sample {
+            secs,
+            ok: 10,
+            bytes: 2_000_000,
+            cpu_secs: 0.5,
+            peak_rss_mb: 8.0,
+        }
+    }
+
+    fn setup(mode: &str, procs: u32, threads: u32) -> Setup {
+        Setup {
+            mode: mode.into(),
+            procs,
+            threads,
+        }
+    }
+
+    #[test]
+    fn medians_speedups_and_efficiency() {
+        let rows = rows(
+            10,
+            Some(0.2),
+            vec![
+                (
+                    setup("serial", 1, 1),
+                    vec![sample(2.2), sample(2.0), sample(2.4)],
+                ),
+                (
+                    setup("proc", 5, 1),
+                    vec![sample(0.5), sample(0.4), sample(0.45), sample(0.6)],
+                ),
+            ],
+        );
+        assert_eq!(rows[0].median_secs, 2.2);
+        assert_eq!((rows[0].min_secs, rows[0].max_secs), (2.0, 2.4));
+        assert_eq!(rows[0].speedup_vs_serial, Some(1.0));
+        assert!((rows[1].median_secs - 0.475).abs() < 1e-9);
+        assert!((rows[1].speedup_vs_serial.unwrap() - 2.2 / 0.475).abs() < 1e-9);
+        // ceil(10 / 5) x 0.2 s = 0.4 s of latency limit.
+        assert!((rows[1].efficiency.unwrap() - 0.4 / 0.475).abs() < 1e-9);
+        assert!((rows[1].items_per_sec - 10.0 / 0.475).abs() < 1e-9);
+        assert_eq!(rows[1].complete_runs, 4);
+    }
+
+    #[test]
+    fn tables() {
+        let bench = Bench {
+            items: 10,
+            runs: 1,
+            site: "x".into(),
+            mean_latency_secs: None,
+            rows: rows(10, None, vec![(setup("threads", 1, 4), vec![sample(0.5)])]),
+        };
+        let text = bench.table(false);
+        assert!(
+            text.starts_with("mode     workers x threads  median s (min-max)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("threads  1 x 4              0.500 (0.500-0.500)  20"),
+            "{text}"
+        );
+        let md = bench.table(true);
+        assert!(md.starts_with("| mode | workers x threads |"), "{md}");
+        assert!(
+            md.contains(
+                "| threads | 1 x 4 | 0.500 (0.500-0.500) | 20 | 4.00 | - | - | 0.50 | 8.0 | 1/1 |"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn setups_from_arguments() {
+        let s = setup("hybrid", 4, 8);
+        assert_eq!(
+            s.args(),
+            ["--mode", "proc", "--procs", "4", "--threads", "8"]
+        );
+        assert_eq!(setup("serial", 1, 1).args(), ["--mode", "serial"]);
+        assert_eq!(bench_names(Some(200)).len(), 200);
+        assert_eq!(bench_names(Some(200))[199], "Extra_000003");
+    }
+}

@@ -1,0 +1,117 @@
+//! `flagmaster bench` end to end, on a tiny workload against the built-in site.
+
+mod common;
+
+use common::{stderr, stdout, Work};
+
+#[test]
+fn bench_measures_every_setup_and_every_run_completes() {
+    let work = Work::new();
+    let out = work.run(&[
+        "bench",
+        "--items",
+        "12",
+        "--runs",
+        "2",
+        "--delay-ms",
+        "10",
+        "--jitter-ms",
+        "0",
+        "--procs",
+        "3",
+        "--threads",
+        "3",
+        "--hybrid",
+        "2x2",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(bench["items"], 12);
+    let rows = bench["rows"].as_array().unwrap();
+    let shapes: Vec<(String, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            let mode = r["mode"].as_str().unwrap().to_string();
+            (
+                mode,
+                r["procs"].as_u64().unwrap(),
+                r["threads"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("serial", 1, 1),
+        ("threads", 1, 3),
+        ("proc", 3, 1),
+        ("hybrid", 2, 2),
+    ];
+    let expected: Vec<(String, u64, u64)> = expected
+        .iter()
+        .map(|&(m, p, t)| (m.to_string(), p, t))
+        .collect();
+    assert_eq!(shapes, expected);
+    for r in rows {
+        assert_eq!(r["complete_runs"], 2, "{r}");
+        let samples = r["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "warm-up runs are not counted");
+        for s in samples {
+            assert_eq!(s["ok"], 12, "{s}");
+            assert!(s["secs"].as_f64().unwrap() > 0.0);
+            assert!(s["bytes"].as_u64().unwrap() > 12 * 1000);
+        }
+        let (min, med, max) = (
+            r["min_secs"].as_f64(),
+            r["median_secs"].as_f64(),
+            r["max_secs"].as_f64(),
+        );
+        assert!(min <= med && med <= max, "{r}");
+        assert!(
+            r["efficiency"].as_f64().unwrap() > 0.0,
+            "the built-in site's latency is known"
+        );
+    }
+    assert_eq!(rows[0]["speedup_vs_serial"], 1.0);
+}
+
+#[test]
+fn bench_markdown_and_bad_setups() {
+    let work = Work::new();
+    let out = work.run(&[
+        "bench",
+        "--items",
+        "4",
+        "--runs",
+        "1",
+        "--delay-ms",
+        "0",
+        "--jitter-ms",
+        "0",
+        "--modes",
+        "threads,proc",
+        "--procs",
+        "2",
+        "--threads",
+        "2",
+        "--markdown",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let md = stdout(&out);
+    let lines: Vec<&str> = md.lines().collect();
+    assert!(
+        lines[0].starts_with("| mode | workers x threads | median s (min-max) |"),
+        "{md}"
+    );
+    assert!(lines[2].starts_with("| threads | 1 x 2 |"), "{md}");
+    assert!(lines[3].starts_with("| proc | 2 x 1 |"), "{md}");
+    assert!(lines[3].ends_with("| 1/1 |"), "{md}");
+
+    for bad in [
+        &["bench", "--hybrid", "4by8"][..],
+        &["bench", "--modes", "fibers"],
+    ] {
+        let out = work.run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert_eq!(stderr(&out).lines().count(), 1, "{bad:?}: {}", stderr(&out));
+    }
+}
