@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""flagmaster against the tools a user would pick instead: curl --parallel, wget2 and aria2c.
+
+Serves the same files from flagmaster's built-in site on 127.0.0.1, downloads them with each
+tool (and with flagmaster in threads and proc mode) into fresh directories on tmpfs, checks that
+every client got every file with the right total size, and prints a markdown table of median
+wall times (and CPU seconds of the client) over --runs runs.
+
+Installs curl, wget2 and aria2 from Debian if they are missing (needs root and apt).
+
+    scripts/compare-peers.py [--bin target/release/flagmaster] [--runs 3] [--quick]
+"""
+import argparse
+import math
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+# (label, items, delay ms, jitter ms, concurrency, procs for proc mode)
+WORKLOADS = [
+    ("195 flags ~16 KB, 100-200 ms latency, 32 concurrent", 197, 100, 100, 32, 4),
+    ("2000 files ~16 KB, 50 ms latency, 256 concurrent", 2000, 50, 0, 256, 8),
+    ("10000 files ~16 KB, no latency, 64 concurrent", 10000, 0, 0, 64, 8),
+]
+
+
+def ensure_tools():
+    missing = [p for t, p in (("curl", "curl"), ("wget2", "wget2"), ("aria2c", "aria2")) if not shutil.which(t)]
+    if missing:
+        print(f"installing {' '.join(missing)} from Debian", file=sys.stderr)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def names(n, flags_txt):
+    with open(flags_txt, encoding="utf-8") as f:
+        base = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    extra = [f"Extra_{i:06d}" for i in range(1, max(0, n - len(base)) + 1)]
+    return (base + extra)[:n]
+
+
+def start_site(bin_, list_path, delay, jitter):
+    site = subprocess.Popen(
+        [bin_, "serve", "--port", "0", "--delay-ms", str(delay), "--jitter-ms", str(jitter), "--list", list_path],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = site.stdout.readline()
+    m = re.search(r"(http://127\.0\.0\.1:\d+\S*)", line)
+    if not m:
+        site.kill()
+        sys.exit(f"site did not start: {line!r}")
+    return site, m.group(1)
+
+
+def commands(tool, bin_, base, urls, cfg, list_path, dest, conc, procs):
+    if tool == "curl --parallel":
+        return ["curl", "--parallel", "--parallel-max", str(conc), "--silent", "--fail",
+                "--remote-name-all", "--output-dir", dest, "-K", cfg]
+    if tool == "wget2":
+        return ["wget2", f"--max-threads={conc}", "--quiet", "--no-robots", "-P", dest, "-i", urls]
+    if tool == "aria2c":
+        return ["aria2c", "-j", str(conc), "-q", "-d", dest, "-i", urls, "--file-allocation=none",
+                "--auto-file-renaming=false", "--allow-overwrite=true"]
+    logs = dest + ".logs"
+    common = [bin_, "--base-url", base, "--list", list_path, "--dest", dest, "--log-dir", logs, "--retries", "0"]
+    if tool == "flagmaster threads":
+        return common + ["--mode", "threads", "--threads", str(conc)]
+    return common + ["--mode", "proc", "--procs", str(procs), "--threads", str(conc // procs)]
+
+
+def run_once(cmd, dest, items):
+    os.makedirs(dest)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    out = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    files = [f for f in os.listdir(dest) if f.endswith(".jpg")]
+    size = sum(os.path.getsize(os.path.join(dest, f)) for f in files)
+    ok = out.returncode == 0 and len(files) == items
+    return wall, cpu, len(files), size, ok, out.stderr.strip()[-300:]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/flagmaster")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--flags", default="flags.txt")
+    ap.add_argument("--quick", action="store_true", help="only the first workload")
+    args = ap.parse_args()
+    ensure_tools()
+    tools = ["curl --parallel", "wget2", "aria2c", "flagmaster threads", "flagmaster proc"]
+    scratch_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    rows = []
+    for label, items, delay, jitter, conc, procs in WORKLOADS[: 1 if args.quick else None]:
+        with tempfile.TemporaryDirectory(dir=scratch_root) as tmp:
+            list_path = os.path.join(tmp, "names.txt")
+            ns = names(items, args.flags)
+            with open(list_path, "w", encoding="utf-8") as f:
+                f.write("\n".join(ns) + "\n")
+            site, base = start_site(args.bin, list_path, delay, jitter)
+            try:
+                urls = os.path.join(tmp, "urls.txt")
+                cfg = os.path.join(tmp, "curl.cfg")
+                with open(urls, "w") as f, open(cfg, "w") as c:
+                    for n in ns:
+                        f.write(f"{base}/{n}.jpg\n")
+                        c.write(f'url = "{base}/{n}.jpg"\n')
+                cells = {}
+                expected_size = None
+                for tool in tools:
+                    walls, cpus, note = [], [], ""
+                    for run in range(args.runs):
+                        dest = os.path.join(tmp, f"{tool.replace(' ', '_')}-{run}")
+                        cmd = commands(tool, args.bin, base, urls, cfg, list_path, dest, conc, procs)
+                        wall, cpu, nfiles, size, ok, err = run_once(cmd, dest, items)
+                        if expected_size is None and ok:
+                            expected_size = size
+                        if not ok or size != expected_size:
+                            note = f" (incomplete: {nfiles}/{items} files, {size} bytes{'; ' + err if err else ''})"
+                        walls.append(wall)
+                        cpus.append(cpu)
+                        shutil.rmtree(dest, ignore_errors=True)
+                        shutil.rmtree(dest + ".logs", ignore_errors=True)
+                    cells[tool] = f"{statistics.median(walls):.2f} s / {statistics.median(cpus):.2f} cpu{note}"
+                    print(f"{label}: {tool}: {cells[tool]} (runs: {', '.join(f'{w:.2f}' for w in walls)})", file=sys.stderr)
+            finally:
+                site.kill()
+                site.wait()
+        mean = (delay + jitter / 2) / 1000
+        ideal = f"{math.ceil(items / conc) * mean:.2f} s" if mean > 0 else "server-bound"
+        rows.append((label, ideal, [cells[t] for t in tools]))
+    print(f"Median of {args.runs} runs, wall time / client CPU seconds; files on tmpfs; "
+          f"built-in site on 127.0.0.1 ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores).\n")
+    print("| workload | ideal (latency limit) | " + " | ".join(tools) + " |")
+    print("|---|---|" + "---|" * len(tools))
+    for label, ideal, cells in rows:
+        print(f"| {label} | {ideal} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
