@@ -146,7 +146,8 @@ pub fn parse_header(header: &str) -> Result<(String, String), Error> {
     Ok((name.to_string(), value.to_string()))
 }
 
-fn read_list(path: &Path) -> Result<String, Error> {
+/// Reads a list file as UTF-8 text.
+pub fn read_list(path: &Path) -> Result<String, Error> {
     let bytes = fs::read(path).map_err(|source| Error::ReadList {
         path: path.to_path_buf(),
         source,

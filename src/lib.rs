@@ -343,13 +343,7 @@ fn reset_logs(dir: &Path) -> Result<(), Error> {
 
 fn serve(args: ServeArgs) -> Result<u8, Error> {
     let (text, label) = match &args.list {
-        Some(path) => (
-            fs::read_to_string(path).map_err(|source| Error::ReadList {
-                path: path.clone(),
-                source,
-            })?,
-            path.display().to_string(),
-        ),
+        Some(path) => (config::read_list(path)?, path.display().to_string()),
         None => (list::BUILTIN.to_string(), "built-in flags.txt".into()),
     };
     let names = list::parse(&text).names;
