@@ -126,6 +126,15 @@ pub struct RunArgs {
     /// Print one JSON document instead of the text report.
     #[arg(long)]
     pub json: bool,
+
+    /// Print one line per item as it completes (status, name, bytes, worker)
+    /// instead of the progress bar.
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// No progress bar and no notes: only the report (and warnings).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]

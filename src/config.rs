@@ -13,6 +13,7 @@ use flagmaster_worker::protocol::FetchSettings;
 use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
 use crate::list;
+use crate::progress::Display;
 
 /// The real flag site of the classic lesson.
 pub const REMOTE_BASE: &str = "https://www.sciencekids.co.nz/images/pictures/flags96";
@@ -49,6 +50,9 @@ pub struct RunConfig {
     pub chunk_size: usize,
     pub fetch: FetchSettings,
     pub json: bool,
+    pub display: Display,
+    /// No notes before the run (`--quiet`).
+    pub quiet: bool,
 }
 
 impl RunConfig {
@@ -121,6 +125,8 @@ impl RunConfig {
                     .collect::<Result<_, _>>()?,
             },
             json: args.json,
+            display: Display::choose(args.quiet, args.verbose, args.json),
+            quiet: args.quiet,
         })
     }
 

@@ -29,7 +29,7 @@ pub fn watch(finale: Arc<Finale>) -> std::io::Result<()> {
             if signals.forever().next().is_none() {
                 return;
             }
-            eprintln!("flagmaster: interrupted; stopping (press Ctrl-C again to quit at once)");
+            crate::progress::warn("interrupted; stopping (press Ctrl-C again to quit at once)");
             flagmaster_worker::request_stop();
             lock(&finale.collector).interrupt();
             let deadline = Instant::now() + GRACE;

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod interrupt;
 pub mod list;
 pub mod master;
+pub mod progress;
 pub mod report;
 pub mod site;
 
@@ -162,7 +163,9 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     };
 
     // With --json, stdout carries the JSON document only.
-    let mut notes: Box<dyn Write> = if config.json {
+    let mut notes: Box<dyn Write> = if config.quiet {
+        Box::new(std::io::sink())
+    } else if config.json {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::stdout())
@@ -219,11 +222,13 @@ fn download(args: RunArgs) -> Result<u8, Error> {
 
     let items = list::items(&config.names, &base_url);
     let log = Arc::new(log);
+    let progress = progress::Progress::new(config.display, items.len());
     let collector = Arc::new(Mutex::new(Collector::new(
         items,
         config.chunk_size,
         Arc::clone(&log),
         stuck_after(&config),
+        progress,
     )));
     let finale = Arc::new(Finale {
         info,
@@ -282,6 +287,7 @@ impl Finale {
             let mut collector = lock(&self.collector);
             (collector.take_results(), collector.is_stopping())
         };
+        progress::clear();
         let _ = remove_leftovers(&self.dest);
         let report = RunReport::new(self.info.clone(), collected, elapsed, interrupted);
         let status = if interrupted {

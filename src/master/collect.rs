@@ -22,6 +22,8 @@ use flagmaster_worker::log::LogFile;
 use flagmaster_worker::protocol::{Command, Event, Item, ItemReport, Status, WorkerSummary};
 use flagmaster_worker::Tally;
 
+use crate::progress::{self, Progress};
+
 /// How often the main loop looks for stuck workers while no event arrives.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -96,6 +98,7 @@ pub struct Collector {
     stopping: bool,
     /// A worker holding items and silent for this long is stuck.
     stuck_after: Duration,
+    progress: Progress,
 }
 
 /// Locks the collector. A panic while it was held cannot leave it half-updated
@@ -112,6 +115,7 @@ impl Collector {
         chunk_size: usize,
         log: Arc<LogFile>,
         stuck_after: Duration,
+        progress: Progress,
     ) -> Collector {
         let reports = vec![None; items.len()];
         let mut queue = VecDeque::new();
@@ -127,6 +131,7 @@ impl Collector {
             log,
             stopping: false,
             stuck_after,
+            progress,
         }
     }
 
@@ -186,6 +191,7 @@ impl Collector {
             w.tally.items += 1;
             w.tally.bytes += report.bytes;
         }
+        self.progress.item(&report);
         if let Some(slot) = self.reports.get_mut(report.index as usize) {
             *slot = Some(report);
         }
@@ -244,12 +250,12 @@ impl Collector {
             ("bytes", &w.tally.bytes),
         ]);
         if !clean && !self.stopping {
-            eprintln!(
-                "flagmaster: worker {worker} (pid {}) ended without finishing ({exit}); \
+            progress::warn(&format!(
+                "worker {worker} (pid {}) ended without finishing ({exit}); \
                  {} unfinished items handed to other workers",
                 w.pid,
                 unfinished.len()
-            );
+            ));
             self.log.line(&[
                 ("event", &"worker_died"),
                 ("worker", &worker),
@@ -318,12 +324,12 @@ impl Collector {
                 && !w.outstanding.is_empty()
                 && now.duration_since(w.last_heard) > self.stuck_after;
             if stuck {
-                eprintln!(
-                    "flagmaster: worker {} (pid {}) silent for {:?} with items in hand; killing it",
+                progress::warn(&format!(
+                    "worker {} (pid {}) silent for {:?} with items in hand; killing it",
                     w.worker,
                     w.pid,
                     now.duration_since(w.last_heard)
-                );
+                ));
                 self.log.line(&[
                     ("event", &"worker_stuck"),
                     ("worker", &w.worker),

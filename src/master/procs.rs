@@ -225,10 +225,10 @@ fn collector_log(collector: &Shared, event: &str, worker: u32, pid: u32) {
 fn handshake_failed(collector: &Shared, worker: u32, child: &mut Child, why: &str) {
     let _ = child.kill();
     let status = describe(reap(child));
-    eprintln!(
-        "flagmaster: worker {worker} (pid {}) failed to start: {why} ({status})",
+    crate::progress::warn(&format!(
+        "worker {worker} (pid {}) failed to start: {why} ({status})",
         child.id()
-    );
+    ));
     lock(collector).log().line(&[
         ("event", &"handshake_failed"),
         ("worker", &worker),

@@ -73,7 +73,7 @@ pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
             Err(e) => {
                 // Threads already started are released by the drained loop below.
                 lock(collector).abandon_worker(worker);
-                eprintln!("flagmaster: cannot start worker thread {worker}: {e}");
+                crate::progress::warn(&format!("cannot start worker thread {worker}: {e}"));
             }
         }
     }
