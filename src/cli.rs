@@ -82,7 +82,42 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub list: Option<PathBuf>,
 
-    /// Take only the first N names.
+    /// URL of each name: {base} (the site's base URL), {origin} (its
+    /// scheme://host:port), {name} as listed, {lower} / {upper} in lower / upper
+    /// case. The last path segment names the file. Fluent Python's layout:
+    /// '{origin}/data/flags/{lower}/{lower}.gif'. [default: {base}/{name}.jpg]
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
+
+    /// File of full URLs, one per line ('#' comments and blank lines ignored),
+    /// instead of names; each file is named after its URL's last path segment.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["list", "template", "listing", "server", "base_url"])]
+    pub urls: Option<PathBuf>,
+
+    /// JSON listing of an image API, like Picsum's /v2/list (an array of
+    /// objects with download_url) or Imgur's album images ({"data": [...]} with
+    /// link and type). A path such as '/v2/list?limit=50' is asked of the site
+    /// in use (the built-in one by default).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["list", "template"])]
+    pub listing: Option<String>,
+
+    /// Field of a listing entry that holds its URL: a JSON pointer
+    /// ('/download_url') or a dotted path ('images.0.link').
+    /// [default: download_url, link or url, whichever the entry has]
+    #[arg(long, value_name = "POINTER", requires = "listing")]
+    pub pick: Option<String>,
+
+    /// Keep only listing entries whose 'type' is one of these, comma-separated
+    /// ('image/jpeg,image/png'; 'image/*' for any image).
+    #[arg(
+        long = "type",
+        value_name = "TYPES",
+        value_delimiter = ',',
+        requires = "listing"
+    )]
+    pub types: Vec<String>,
+
+    /// Take only the first N items.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
 

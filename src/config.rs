@@ -14,6 +14,7 @@ use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
 use crate::list;
 use crate::progress::Display;
+use crate::source::{self, Input, Listing, Template};
 
 /// The real flag site of the classic lesson.
 pub const REMOTE_BASE: &str = "https://www.sciencekids.co.nz/images/pictures/flags96";
@@ -32,6 +33,9 @@ pub enum Source {
     Builtin(ServerKind),
     /// A site at this base URL (REMOTE or `--base-url`).
     Url { label: String, base: String },
+    /// No site: the items carry full URLs (`--urls`, an absolute `--listing`
+    /// or `--template`).
+    Direct,
 }
 
 #[derive(Debug)]
@@ -41,13 +45,17 @@ pub struct RunConfig {
     pub procs: u32,
     /// Threads per worker process, or the pool size in threads mode.
     pub threads: u32,
-    pub names: Vec<String>,
+    pub input: Input,
+    /// Take only the first N items.
+    pub limit: Option<usize>,
+    /// Entries that repeated an earlier one and were dropped.
     pub duplicates: Vec<String>,
     pub list_label: String,
     pub source: Source,
     pub dest: PathBuf,
     pub log_dir: PathBuf,
-    pub chunk_size: usize,
+    /// `--chunk-size`; `None` for the automatic size, see [`RunConfig::chunk_size`].
+    chunk_size: Option<usize>,
     pub fetch: FetchSettings,
     pub json: bool,
     pub display: Display,
@@ -57,19 +65,10 @@ pub struct RunConfig {
 
 impl RunConfig {
     pub fn from_args(args: RunArgs) -> Result<RunConfig, Error> {
-        let (text, list_label) = match &args.list {
-            Some(path) => (read_list(path)?, path.display().to_string()),
-            None => (list::BUILTIN.to_string(), "built-in flags.txt".to_string()),
-        };
-        let mut parsed = list::parse(&text);
-        if let Some(limit) = args.limit {
-            parsed.names.truncate(limit);
-        }
-        if parsed.names.is_empty() {
-            return Err(Error::EmptyList(list_label));
-        }
-
+        let (input, duplicates, list_label) = input(&args)?;
+        let explicit_site = args.base_url.is_some() || args.server.is_some();
         let source = match (&args.base_url, args.server.unwrap_or(ServerKind::Delay)) {
+            _ if !explicit_site && !input.uses_site() => Source::Direct,
             (Some(url), _) => Source::Url {
                 label: "custom".into(),
                 base: check_base_url(url)?,
@@ -89,27 +88,26 @@ impl RunConfig {
             Mode::Threads => (1, args.threads.unwrap_or(8)),
             Mode::Proc => (args.procs, args.threads.unwrap_or(1)),
         };
-        let workers = (procs * threads) as usize;
-        let chunk_size = match args.chunk_size {
-            Some(n) => n as usize,
-            None => (parsed.names.len() / (workers * 4)).clamp(1, MAX_AUTO_CHUNK),
-        };
-        let env_proxy = match &source {
-            Source::Builtin(_) => false,
-            Source::Url { base, .. } => !is_loopback_url(base),
+        // Refined once the items are known (see `source::all_loopback`).
+        let env_proxy = match (&source, &input) {
+            (Source::Builtin(_), _) => false,
+            (Source::Url { base, .. }, _) => !is_loopback_url(base),
+            (Source::Direct, Input::Listing(listing)) => !is_loopback_url(&listing.url),
+            (Source::Direct, _) => true,
         };
         let timeout_ms = (args.timeout * 1000.0).round() as u64;
         Ok(RunConfig {
             mode: args.mode,
             procs,
             threads,
-            names: parsed.names,
-            duplicates: parsed.duplicates,
+            input,
+            limit: args.limit,
+            duplicates,
             list_label,
             source,
             dest: args.dest,
             log_dir: args.log_dir,
-            chunk_size,
+            chunk_size: args.chunk_size.map(|n| n as usize),
             fetch: FetchSettings {
                 timeout_ms,
                 connect_timeout_ms: CONNECT_TIMEOUT_MS.min(timeout_ms),
@@ -134,6 +132,56 @@ impl RunConfig {
     pub fn concurrency(&self) -> u32 {
         self.procs * self.threads
     }
+
+    /// Items handed out at a time: `--chunk-size`, or enough chunks for every
+    /// worker loop to get about four, so that none idles at the tail.
+    pub fn chunk_size(&self, items: usize) -> usize {
+        self.chunk_size
+            .unwrap_or_else(|| (items / (self.concurrency() as usize * 4)).clamp(1, MAX_AUTO_CHUNK))
+    }
+}
+
+/// What to download, the entries dropped as repeats, and a label for it.
+fn input(args: &RunArgs) -> Result<(Input, Vec<String>, String), Error> {
+    if let Some(path) = &args.urls {
+        let label = path.display().to_string();
+        let (urls, repeats) = source::parse_urls(&read_list(path)?, &label)?;
+        if urls.is_empty() || args.limit == Some(0) {
+            return Err(Error::EmptyList(format!("URL file {label}")));
+        }
+        return Ok((Input::Urls(urls), repeats, label));
+    }
+    if let Some(url) = &args.listing {
+        let listing = Listing::new(url, args.pick.as_deref(), &args.types)?;
+        if args.limit == Some(0) {
+            return Err(Error::EmptyList(format!("listing {url}")));
+        }
+        return Ok((
+            Input::Listing(listing),
+            Vec::new(),
+            format!("listing {url}"),
+        ));
+    }
+    let (text, label) = match &args.list {
+        Some(path) => (read_list(path)?, path.display().to_string()),
+        None => (list::BUILTIN.to_string(), "built-in flags.txt".to_string()),
+    };
+    let mut parsed = list::parse(&text);
+    if let Some(limit) = args.limit {
+        parsed.names.truncate(limit);
+    }
+    if parsed.names.is_empty() {
+        return Err(Error::EmptyList(format!("list {label}")));
+    }
+    let template = match &args.template {
+        Some(t) => Template::parse(t)?,
+        None => Template::default(),
+    };
+    let input = Input::Names {
+        names: parsed.names,
+        template,
+    };
+    Ok((input, parsed.duplicates, label))
 }
 
 /// Parses `Name: value`. The error names the header but never repeats the
@@ -190,7 +238,7 @@ pub fn check_base_url(url: &str) -> Result<String, Error> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-fn is_loopback_url(url: &str) -> bool {
+pub fn is_loopback_url(url: &str) -> bool {
     let host = url
         .parse::<ureq::http::Uri>()
         .ok()

@@ -15,7 +15,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("list {0} has no names")]
+    #[error("{0} has nothing to download")]
     EmptyList(String),
     #[error("bad --base-url {url:?}: {why}")]
     BadUrl { url: String, why: String },
@@ -34,6 +34,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("cannot use listing {url}: {why}")]
+    Listing { url: String, why: String },
     #[error("cannot start worker processes: {0}")]
     Spawn(String),
 }

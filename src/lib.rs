@@ -19,6 +19,7 @@ pub mod master;
 pub mod progress;
 pub mod report;
 pub mod site;
+pub mod source;
 
 use std::fs;
 use std::io::Write;
@@ -128,17 +129,7 @@ fn describe_site(config: &SiteConfig) -> String {
 }
 
 fn download(args: RunArgs) -> Result<u8, Error> {
-    let config = RunConfig::from_args(args)?;
-    config::prepare_dir("--dest", &config.dest)?;
-    config::prepare_dir("--log-dir", &config.log_dir)?;
-    let leftovers = remove_leftovers(&config.dest).unwrap_or(0);
-    reset_logs(&config.log_dir)?;
-    let master_log_path = config.log_dir.join(MASTER_LOG);
-    let log = LogFile::append(&master_log_path).map_err(|source| Error::Unwritable {
-        what: "log",
-        path: master_log_path.clone(),
-        source,
-    })?;
+    let mut config = RunConfig::from_args(args)?;
 
     // The built-in site always serves the built-in list: like a real site, it
     // has the flags it has, and other names are 404s.
@@ -160,7 +151,30 @@ fn download(args: RunArgs) -> Result<u8, Error> {
             )
         }
         Source::Url { label, base } => (None, label.clone(), base.clone()),
+        Source::Direct => (None, "none".to_string(), String::new()),
     };
+
+    // Before anything is written: a listing that cannot be read is a set-up error.
+    let mut items = config.input.items(&base_url, &config.fetch)?;
+    if let Some(limit) = config.limit {
+        items.truncate(limit);
+    }
+    if items.is_empty() {
+        return Err(Error::EmptyList(config.list_label.clone()));
+    }
+    config.fetch.env_proxy = !source::all_loopback(&items);
+    let chunk_size = config.chunk_size(items.len());
+
+    config::prepare_dir("--dest", &config.dest)?;
+    config::prepare_dir("--log-dir", &config.log_dir)?;
+    let leftovers = remove_leftovers(&config.dest).unwrap_or(0);
+    reset_logs(&config.log_dir)?;
+    let master_log_path = config.log_dir.join(MASTER_LOG);
+    let log = LogFile::append(&master_log_path).map_err(|source| Error::Unwritable {
+        what: "log",
+        path: master_log_path.clone(),
+        source,
+    })?;
 
     // With --json, stdout carries the JSON document only.
     let mut notes: Box<dyn Write> = if config.quiet {
@@ -171,15 +185,21 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         Box::new(std::io::stdout())
     };
     let mode = mode_name(config.mode);
-    let _ = writeln!(notes, "Site: {site_label} at {base_url}");
+    match config.source {
+        Source::Direct => {
+            let _ = writeln!(notes, "Site: none (full URLs from {})", config.list_label);
+        }
+        _ => {
+            let _ = writeln!(notes, "Site: {site_label} at {base_url}");
+        }
+    }
     let _ = writeln!(
         notes,
-        "Mode: {mode}, {} x {} thread(s), {} items from {} in chunks of {} -> {} (logs in {})",
+        "Mode: {mode}, {} x {} thread(s), {} items from {} in chunks of {chunk_size} -> {} (logs in {})",
         config.procs,
         config.threads,
-        config.names.len(),
+        items.len(),
         config.list_label,
-        config.chunk_size,
         config.dest.display(),
         config.log_dir.display(),
     );
@@ -201,7 +221,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         list: config.list_label.clone(),
         dest: config.dest.display().to_string(),
         log_dir: config.log_dir.display().to_string(),
-        chunk_size: config.chunk_size,
+        chunk_size,
     };
     log.line(&[
         ("event", &"start"),
@@ -209,10 +229,11 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("mode", &mode),
         ("procs", &config.procs),
         ("threads", &config.threads),
-        ("items", &config.names.len()),
-        ("chunk_size", &config.chunk_size),
+        ("items", &items.len()),
+        ("chunk_size", &chunk_size),
         ("site", &info.site),
         ("base_url", &base_url),
+        ("list", &info.list),
         ("dest", &info.dest),
         ("timeout_ms", &config.fetch.timeout_ms),
         ("retries", &config.fetch.retries),
@@ -220,12 +241,11 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("headers", &config.fetch.headers.len()),
     ]);
 
-    let items = list::items(&config.names, &base_url);
     let log = Arc::new(log);
     let progress = progress::Progress::new(config.display, items.len());
     let collector = Arc::new(Mutex::new(Collector::new(
         items,
-        config.chunk_size,
+        chunk_size,
         Arc::clone(&log),
         stuck_after(&config),
         progress,
@@ -354,7 +374,7 @@ fn serve(args: ServeArgs) -> Result<u8, Error> {
     };
     let names = list::parse(&text).names;
     if names.is_empty() {
-        return Err(Error::EmptyList(label));
+        return Err(Error::EmptyList(format!("list {label}")));
     }
     let config = SiteConfig {
         names,

@@ -1,8 +1,6 @@
-//! Reading name lists and turning names into items (URL and file name).
+//! Reading name lists, and the percent-encoding of names in URLs.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-
-use flagmaster_worker::protocol::Item;
 
 /// The list compiled into the binary: the top-level `flags.txt`.
 pub const BUILTIN: &str = include_str!("../flags.txt");
@@ -10,7 +8,7 @@ pub const BUILTIN: &str = include_str!("../flags.txt");
 /// Everything but RFC 3986's unreserved characters is encoded in a path
 /// segment, so `/`, `?`, `#`, `%` and spaces in a name can never change the
 /// shape of the URL.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -51,20 +49,6 @@ pub fn item_url(base: &str, name: &str) -> String {
         base.trim_end_matches('/'),
         utf8_percent_encode(name, SEGMENT)
     )
-}
-
-/// Items for `names`, indexed in list order.
-pub fn items(names: &[String], base: &str) -> Vec<Item> {
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Item {
-            index: i as u32,
-            name: name.clone(),
-            url: item_url(base, name),
-            file: format!("{name}.jpg"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -108,13 +92,5 @@ mod tests {
             item_url("http://h/x", "../a b?c#d%"),
             "http://h/x/..%2Fa%20b%3Fc%23d%25.jpg"
         );
-    }
-
-    #[test]
-    fn items_keep_list_order_and_file_names() {
-        let items = items(&["Chad".into(), "Peru".into()], "http://h");
-        assert_eq!(items[1].index, 1);
-        assert_eq!(items[1].file, "Peru.jpg");
-        assert_eq!(items[0].url, "http://h/Chad.jpg");
     }
 }

@@ -32,7 +32,10 @@ fn bad_arguments_and_lists_get_status_2_and_one_line() {
         (&["--threads", "0"], "--threads"),
         (&["--mode", "fibers"], "--mode"),
         (&["--list", "missing.txt"], "cannot read list missing.txt"),
-        (&["--list", "empty.txt"], "list empty.txt has no names"),
+        (
+            &["--list", "empty.txt"],
+            "list empty.txt has nothing to download",
+        ),
         (&["--list", "binary.txt"], "not UTF-8"),
         (
             &["--base-url", "ftp://example.org/x"],

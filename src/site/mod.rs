@@ -13,6 +13,7 @@
 //! and by requested name, as JSON, so tests and benchmarks can see what the
 //! clients really asked for.
 
+pub mod apis;
 pub mod faults;
 pub mod flag;
 mod wire;
@@ -85,6 +86,20 @@ impl Shared {
             by_name.insert(requested.to_string(), 1);
         }
         1
+    }
+}
+
+impl Shared {
+    /// Waits the configured latency; then, for the share of requests that
+    /// should fail, the simulated error to answer instead.
+    async fn latency_and_errors(&self) -> Option<Response> {
+        let config = &self.config;
+        let delay = config.delay_ms + fastrand::u64(0..=config.jitter_ms);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        (config.error_rate > 0.0 && fastrand::f64() < config.error_rate)
+            .then(|| (StatusCode::SERVICE_UNAVAILABLE, "simulated error\n").into_response())
     }
 }
 
@@ -201,6 +216,7 @@ fn router(
     Router::new()
         .route(&format!("{FLAGS_PATH}/{{file}}"), get(serve_flag))
         .route("/stats", get(stats))
+        .merge(apis::routes())
         .with_state(shared)
 }
 
@@ -212,13 +228,8 @@ async fn serve_flag(
     let requested = file.strip_suffix(".jpg");
     let resolved = requested.and_then(|name| faults::resolve(name, |n| site.flags.contains_key(n)));
     let count = site.count(requested.unwrap_or(&file), resolved.is_some());
-    let config = &site.config;
-    let delay = config.delay_ms + fastrand::u64(0..=config.jitter_ms);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    if config.error_rate > 0.0 && fastrand::f64() < config.error_rate {
-        return (StatusCode::SERVICE_UNAVAILABLE, "simulated error\n").into_response();
+    if let Some(failure) = site.latency_and_errors().await {
+        return failure;
     }
     let (Some(requested), Some((flag, suffix))) = (requested, resolved) else {
         return (StatusCode::NOT_FOUND, "no such flag\n").into_response();

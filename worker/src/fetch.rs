@@ -5,6 +5,7 @@
 //! is counted, logged and reported. Every timeout is set, because ureq's default
 //! for each is none and a stalled server would hang the worker.
 
+use std::borrow::Cow;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use ureq::Agent;
 
 use crate::log::LogFile;
 use crate::protocol::{FetchSettings, Item, ItemReport, Status};
-use crate::save::{check_file_name, save_stream, Expect, SaveError};
+use crate::save::{check_file_name, extension_for_type, save_stream, Expect, SaveError};
 
 /// First back-off delay; doubled for each further attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -188,8 +189,12 @@ impl Fetcher {
                 len: expected,
                 jpeg: content_type.starts_with("image/jpeg"),
             };
+            let file = match extension_for_type(&content_type).filter(|_| item.ext_from_type) {
+                Some(ext) => Cow::Owned(format!("{}.{ext}", item.file)),
+                None => Cow::Borrowed(item.file.as_str()),
+            };
             let mut body = response.body_mut().as_reader();
-            return match save_stream(&self.dest, &item.file, &mut body, expect) {
+            return match save_stream(&self.dest, &file, &mut body, expect) {
                 Ok(bytes) => Attempt {
                     status: Status::Ok,
                     http: Some(code),

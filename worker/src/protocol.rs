@@ -21,6 +21,9 @@ pub struct Item {
     pub url: String,
     /// The file name to save under inside the destination directory.
     pub file: String,
+    /// `file` has no extension yet: the worker adds the one of the response's
+    /// Content-Type (`.jpg` for `image/jpeg`), as for Picsum's `/id/0/200/300`.
+    pub ext_from_type: bool,
 }
 
 /// How an item ended. Every item ends as exactly one of these.

@@ -208,6 +208,24 @@ pub fn remove_leftovers(dest: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// The usual file extension of a media type (`image/jpeg` → `jpg`), for
+/// files whose URL has none.
+pub fn extension_for_type(content_type: &str) -> Option<&'static str> {
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    Some(match mime.to_ascii_lowercase().as_str() {
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "image/avif" => "avif",
+        "image/bmp" => "bmp",
+        "image/tiff" => "tiff",
+        "image/svg+xml" => "svg",
+        "video/mp4" => "mp4",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
