@@ -63,6 +63,7 @@ pub fn items(names: &[String], base: &str) -> Vec<Item> {
             name: name.clone(),
             url: item_url(base, name),
             file: format!("{name}.jpg"),
+            validators: None,
         })
         .collect()
 }
