@@ -13,6 +13,7 @@ use flagmaster_worker::protocol::FetchSettings;
 use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
 use crate::list;
+use crate::rerun::Rerun;
 
 /// The real flag site of the classic lesson.
 pub const REMOTE_BASE: &str = "https://www.sciencekids.co.nz/images/pictures/flags96";
@@ -49,6 +50,8 @@ pub struct RunConfig {
     pub chunk_size: usize,
     pub fetch: FetchSettings,
     pub json: bool,
+    /// What to do about files already in the destination.
+    pub rerun: Rerun,
 }
 
 impl RunConfig {
@@ -121,6 +124,7 @@ impl RunConfig {
                     .collect::<Result<_, _>>()?,
             },
             json: args.json,
+            rerun: Rerun::from_flags(args.skip_existing, args.if_changed),
         })
     }
 

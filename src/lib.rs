@@ -17,6 +17,7 @@ pub mod interrupt;
 pub mod list;
 pub mod master;
 pub mod report;
+pub mod rerun;
 pub mod site;
 
 use std::fs;
@@ -218,13 +219,16 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     ]);
 
     let items = list::items(&config.names, &base_url);
+    let prepared = rerun::prepare(config.rerun, items, &config.dest);
+    prepared.announce(config.rerun, config.json, &config.dest, &log);
     let log = Arc::new(log);
     let collector = Arc::new(Mutex::new(Collector::new(
-        items,
+        prepared.to_fetch,
         config.chunk_size,
         Arc::clone(&log),
         stuck_after(&config),
     )));
+    lock(&collector).add_finished(prepared.skipped);
     let finale = Arc::new(Finale {
         info,
         json: config.json,
@@ -233,6 +237,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         collector: Arc::clone(&collector),
         log,
         concluded: AtomicBool::new(false),
+        validators: prepared.book,
     });
     interrupt::watch(Arc::clone(&finale))
         .map_err(|e| Error::Spawn(format!("cannot watch signals: {e}")))?;
@@ -264,6 +269,8 @@ pub struct Finale {
     pub collector: master::collect::Shared,
     log: Arc<LogFile>,
     concluded: AtomicBool,
+    /// The sidecar of `--if-changed`, written when the run ends.
+    validators: Option<rerun::Book>,
 }
 
 impl Finale {
@@ -283,6 +290,9 @@ impl Finale {
             (collector.take_results(), collector.is_stopping())
         };
         let _ = remove_leftovers(&self.dest);
+        if let Some(book) = &self.validators {
+            book.finish(&collected.reports, &self.log);
+        }
         let report = RunReport::new(self.info.clone(), collected, elapsed, interrupted);
         let status = if interrupted {
             exit::INTERRUPTED
@@ -294,6 +304,7 @@ impl Finale {
             ("ok", &report.counts.ok),
             ("not_found", &report.counts.not_found),
             ("error", &report.counts.error),
+            ("skipped", &report.counts.skipped),
             ("bytes", &report.bytes),
             ("elapsed_secs", &format!("{elapsed:.6}")),
             ("interrupted", &interrupted),
