@@ -153,6 +153,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024)]
     pub max_size: u64,
 
+    /// Re-run: do not fetch items whose file is already complete in the
+    /// destination (reported SKIPPED, reason "exists"). No request is sent for them.
+    #[arg(long, conflicts_with = "if_changed")]
+    pub skip_existing: bool,
+
+    /// Re-run: ask the server whether files already in the destination
+    /// changed (If-None-Match / If-Modified-Since, from the validators of the
+    /// last such run or the file's mtime); a 304 keeps the file (SKIPPED,
+    /// "not modified").
+    #[arg(long)]
+    pub if_changed: bool,
+
     /// Extra request header, 'Name: value' (repeatable), e.g. an API's
     /// 'Authorization: Client-ID ...'. Values never appear in logs or reports.
     #[arg(long = "header", value_name = "HEADER")]

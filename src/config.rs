@@ -14,6 +14,7 @@ use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
 use crate::list;
 use crate::progress::Display;
+use crate::rerun::Rerun;
 use crate::source::{self, Input, Listing, Template};
 
 /// The real flag site of the classic lesson.
@@ -61,6 +62,8 @@ pub struct RunConfig {
     pub display: Display,
     /// No notes before the run (`--quiet`).
     pub quiet: bool,
+    /// What to do about files already in the destination.
+    pub rerun: Rerun,
 }
 
 impl RunConfig {
@@ -125,6 +128,7 @@ impl RunConfig {
             json: args.json,
             display: Display::choose(args.quiet, args.verbose, args.json),
             quiet: args.quiet,
+            rerun: Rerun::from_flags(args.skip_existing, args.if_changed),
         })
     }
 

@@ -2,7 +2,7 @@
 
 use crate::report::Counts;
 
-/// Every item was downloaded.
+/// Every item was downloaded (or skipped by a re-run: its file is there).
 pub const OK: u8 = 0;
 /// Some item ended NOT_FOUND or ERROR.
 pub const SOME_FAILED: u8 = 1;
@@ -31,9 +31,15 @@ mod tests {
             ok,
             not_found,
             error,
+            skipped: 0,
         };
         assert_eq!(for_counts(&c(3, 0, 0)), OK);
         assert_eq!(for_counts(&c(3, 1, 0)), SOME_FAILED);
         assert_eq!(for_counts(&c(0, 0, 1)), SOME_FAILED);
+        let skipped = Counts {
+            skipped: 5,
+            ..c(0, 0, 0)
+        };
+        assert_eq!(for_counts(&skipped), OK, "skipped files are there");
     }
 }

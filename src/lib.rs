@@ -18,6 +18,7 @@ pub mod list;
 pub mod master;
 pub mod progress;
 pub mod report;
+pub mod rerun;
 pub mod site;
 pub mod source;
 
@@ -163,7 +164,9 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         return Err(Error::EmptyList(config.list_label.clone()));
     }
     config.fetch.env_proxy = !source::all_loopback(&items);
-    let chunk_size = config.chunk_size(items.len());
+    let total = items.len();
+    let prepared = rerun::prepare(config.rerun, items, &config.dest);
+    let chunk_size = config.chunk_size(prepared.to_fetch.len());
 
     config::prepare_dir("--dest", &config.dest)?;
     config::prepare_dir("--log-dir", &config.log_dir)?;
@@ -198,7 +201,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         "Mode: {mode}, {} x {} thread(s), {} items from {} in chunks of {chunk_size} -> {} (logs in {})",
         config.procs,
         config.threads,
-        items.len(),
+        total,
         config.list_label,
         config.dest.display(),
         config.log_dir.display(),
@@ -229,7 +232,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("mode", &mode),
         ("procs", &config.procs),
         ("threads", &config.threads),
-        ("items", &items.len()),
+        ("items", &total),
         ("chunk_size", &chunk_size),
         ("site", &info.site),
         ("base_url", &base_url),
@@ -241,15 +244,17 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("headers", &config.fetch.headers.len()),
     ]);
 
+    prepared.announce(config.rerun, config.json, &config.dest, &log);
     let log = Arc::new(log);
-    let progress = progress::Progress::new(config.display, items.len());
+    let progress = progress::Progress::new(config.display, total);
     let collector = Arc::new(Mutex::new(Collector::new(
-        items,
+        prepared.to_fetch,
         chunk_size,
         Arc::clone(&log),
         stuck_after(&config),
         progress,
     )));
+    lock(&collector).add_finished(prepared.skipped);
     let finale = Arc::new(Finale {
         info,
         json: config.json,
@@ -258,6 +263,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         collector: Arc::clone(&collector),
         log,
         concluded: AtomicBool::new(false),
+        validators: prepared.book,
     });
     interrupt::watch(Arc::clone(&finale))
         .map_err(|e| Error::Spawn(format!("cannot watch signals: {e}")))?;
@@ -289,6 +295,8 @@ pub struct Finale {
     pub collector: master::collect::Shared,
     log: Arc<LogFile>,
     concluded: AtomicBool,
+    /// The sidecar of `--if-changed`, written when the run ends.
+    validators: Option<rerun::Book>,
 }
 
 impl Finale {
@@ -309,6 +317,9 @@ impl Finale {
         };
         progress::clear();
         let _ = remove_leftovers(&self.dest);
+        if let Some(book) = &self.validators {
+            book.finish(&collected.reports, &self.log);
+        }
         let report = RunReport::new(self.info.clone(), collected, elapsed, interrupted);
         let status = if interrupted {
             exit::INTERRUPTED
@@ -320,6 +331,7 @@ impl Finale {
             ("ok", &report.counts.ok),
             ("not_found", &report.counts.not_found),
             ("error", &report.counts.error),
+            ("skipped", &report.counts.skipped),
             ("bytes", &report.bytes),
             ("elapsed_secs", &format!("{elapsed:.6}")),
             ("interrupted", &interrupted),

@@ -53,6 +53,7 @@ static OUTPUT: Mutex<()> = Mutex::new(());
 #[derive(Default)]
 struct Tallies {
     ok: u64,
+    skipped: u64,
     not_found: u64,
     error: u64,
     bytes: u64,
@@ -96,6 +97,7 @@ impl Progress {
     pub fn item(&mut self, report: &ItemReport) {
         match report.status {
             Status::Ok => self.tallies.ok += 1,
+            Status::Skipped => self.tallies.skipped += 1,
             Status::NotFound => self.tallies.not_found += 1,
             Status::Error => self.tallies.error += 1,
         }
@@ -129,8 +131,12 @@ impl Progress {
             } else {
                 0.0
             };
+            let skipped = match t.skipped {
+                0 => String::new(),
+                n => format!(" | skipped {n}"),
+            };
             bar.set_message(format!(
-                "| OK {} | not found {} | errors {} | {} | {rate:.1}/s |",
+                "| OK {}{skipped} | not found {} | errors {} | {} | {rate:.1}/s |",
                 t.ok,
                 t.not_found,
                 t.error,
@@ -188,6 +194,8 @@ mod tests {
             ms: 56,
             attempts: 1,
             reason: reason.map(str::to_string),
+            etag: None,
+            last_modified: None,
             worker: 3,
             thread: 1,
         }

@@ -17,6 +17,8 @@ pub struct Counts {
     pub ok: usize,
     pub not_found: usize,
     pub error: usize,
+    /// Not downloaded because the file was already there (a success).
+    pub skipped: usize,
 }
 
 /// One row of the per-worker table.
@@ -53,7 +55,8 @@ pub struct RunReport {
     pub info: RunInfo,
     pub items: usize,
     pub counts: Counts,
-    /// Bytes saved to disk: the sum of the sizes of the files written.
+    /// Bytes saved to disk: the sum of the sizes of the files written (skipped
+    /// files count 0: they were not downloaded).
     pub bytes: u64,
     pub elapsed_secs: f64,
     /// The run was interrupted; unfinished items count as errors ("interrupted").
@@ -76,6 +79,7 @@ impl RunReport {
                 Status::Ok => counts.ok += 1,
                 Status::NotFound => counts.not_found += 1,
                 Status::Error => counts.error += 1,
+                Status::Skipped => counts.skipped += 1,
             }
             bytes += r.bytes;
         }
@@ -137,7 +141,7 @@ impl RunReport {
         let failed: Vec<&ItemReport> = self
             .results
             .iter()
-            .filter(|r| r.status != Status::Ok)
+            .filter(|r| matches!(r.status, Status::NotFound | Status::Error))
             .collect();
         for r in failed.iter().take(MAX_LISTED_FAILURES) {
             let reason = r.reason.as_deref().unwrap_or("");
@@ -162,9 +166,14 @@ impl RunReport {
                 "Interrupted: {unfinished} items not finished (counted as errors); run again to complete"
             );
         }
+        // The classic line stays as it was unless a re-run skipped files.
+        let skipped = match self.counts.skipped {
+            0 => String::new(),
+            n => format!(", {n} skipped"),
+        };
         let _ = writeln!(
             out,
-            "{} downloaded, {} not found, {} errors",
+            "{} downloaded{skipped}, {} not found, {} errors",
             self.counts.ok, self.counts.not_found, self.counts.error
         );
         let _ = writeln!(out, "Elapsed time: {:.8}", self.elapsed_secs);
@@ -195,6 +204,8 @@ mod tests {
             reason: (status != Status::Ok).then(|| "HTTP 404".to_string()),
             worker: 1,
             thread: 0,
+            etag: None,
+            last_modified: None,
         }
     }
 
@@ -235,7 +246,8 @@ mod tests {
             Counts {
                 ok: 2,
                 not_found: 1,
-                error: 0
+                error: 0,
+                skipped: 0,
             }
         );
         assert_eq!(report.bytes, 123);

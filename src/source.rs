@@ -152,6 +152,7 @@ fn number(entries: Vec<Entry>) -> Vec<Item> {
             url: e.url,
             file: e.file,
             ext_from_type: e.ext_from_type,
+            validators: None,
         })
         .collect()
 }

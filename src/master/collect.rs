@@ -117,7 +117,14 @@ impl Collector {
         stuck_after: Duration,
         progress: Progress,
     ) -> Collector {
-        let reports = vec![None; items.len()];
+        // Indexes, not positions: items finished before the run (see
+        // `add_finished`) leave gaps in the list of those to fetch.
+        let slots = items
+            .iter()
+            .map(|i| i.index as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let reports = vec![None; slots];
         let mut queue = VecDeque::new();
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
@@ -157,6 +164,20 @@ impl Collector {
                 exit: None,
             },
         );
+    }
+
+    /// Adds reports of items that were finished before the run started (a
+    /// re-run's skipped files), so that the results hold every item of the
+    /// list, in order. They belong to no worker.
+    pub fn add_finished(&mut self, reports: Vec<ItemReport>) {
+        for report in reports {
+            let slot = report.index as usize;
+            if slot >= self.reports.len() {
+                self.reports.resize(slot + 1, None);
+            }
+            self.progress.item(&report);
+            self.reports[slot] = Some(report);
+        }
     }
 
     /// Forgets a worker that never started, so the loop does not wait for it.
@@ -376,6 +397,8 @@ impl Collector {
                     reason: Some(reason.into()),
                     worker: 0,
                     thread: 0,
+                    etag: None,
+                    last_modified: None,
                 });
             }
         }

@@ -9,11 +9,15 @@
 //! It can also fail on purpose, per name (`{name}__{fault}.jpg`) or for every
 //! flag (`serve --fault`): see [`faults`].
 //!
+//! Healthy answers carry an `ETag` and a `Last-Modified` and honour
+//! conditional requests with a 304 (see [`conditional`]).
+//!
 //! `GET /stats` answers the number of flag requests served so far, in total
 //! and by requested name, as JSON, so tests and benchmarks can see what the
 //! clients really asked for.
 
 pub mod apis;
+pub mod conditional;
 pub mod faults;
 pub mod flag;
 mod wire;
@@ -28,7 +32,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -224,6 +228,7 @@ async fn serve_flag(
     State(site): State<Arc<Shared>>,
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let requested = file.strip_suffix(".jpg");
     let resolved = requested.and_then(|name| faults::resolve(name, |n| site.flags.contains_key(n)));
@@ -243,7 +248,7 @@ async fn serve_flag(
         _ => site.faults.fault,
     };
     match suffix.or(global) {
-        None => flag_response(jpeg.clone()),
+        None => conditional_flag_response(&headers, jpeg.clone()),
         Some(fault) => {
             let req = faults::Faulty {
                 flag,
@@ -258,9 +263,42 @@ async fn serve_flag(
     }
 }
 
-/// The healthy answer: the flag's JPEG.
+/// The healthy answer: the flag's JPEG, with its validators. (Faults that end
+/// in a healthy answer send it as is, whatever the request's conditions.)
 fn flag_response(jpeg: Bytes) -> Response {
-    ([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response()
+    let etag = conditional::etag(&jpeg);
+    (
+        [
+            (header::CONTENT_TYPE, "image/jpeg".to_string()),
+            (header::ETAG, etag),
+            (
+                header::LAST_MODIFIED,
+                conditional::LAST_MODIFIED.to_string(),
+            ),
+        ],
+        jpeg,
+    )
+        .into_response()
+}
+
+/// The healthy answer to a request that may be conditional: 304 without a
+/// body when the client already has this flag. Still counted by `/stats`.
+fn conditional_flag_response(request: &HeaderMap, jpeg: Bytes) -> Response {
+    let etag = conditional::etag(&jpeg);
+    if conditional::not_modified(request, &etag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag),
+                (
+                    header::LAST_MODIFIED,
+                    conditional::LAST_MODIFIED.to_string(),
+                ),
+            ],
+        )
+            .into_response();
+    }
+    flag_response(jpeg)
 }
 
 async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {

@@ -152,7 +152,8 @@ impl Work {
             .collect()
     }
 
-    /// Files in `dest`, name to bytes.
+    /// Files in `dest`, name to bytes; the validators sidecar of
+    /// `--if-changed` is not one of them (temporary files are).
     pub fn files(&self, dest: &str) -> BTreeMap<String, Vec<u8>> {
         let mut files = BTreeMap::new();
         let Ok(entries) = fs::read_dir(self.path(dest)) else {
@@ -161,6 +162,9 @@ impl Work {
         for entry in entries {
             let entry = entry.expect("dir entry");
             let name = entry.file_name().into_string().expect("UTF-8 name");
+            if name == flagmaster::rerun::SIDECAR {
+                continue;
+            }
             files.insert(name, fs::read(entry.path()).expect("read file"));
         }
         files

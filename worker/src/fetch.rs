@@ -4,6 +4,10 @@
 //! A 404 or a reset connection is not a Rust error here: it is an outcome that
 //! is counted, logged and reported. Every timeout is set, because ureq's default
 //! for each is none and a stalled server would hang the worker.
+//!
+//! An item that carries validators (a conditional re-run) is asked for with
+//! `If-None-Match` / `If-Modified-Since`; a 304 then leaves the file alone and
+//! the item is `Skipped` ("not modified").
 
 use std::borrow::Cow;
 use std::io::{self, Read};
@@ -14,14 +18,18 @@ use std::time::{Duration, Instant, SystemTime};
 use std::net::{IpAddr, SocketAddr};
 
 use ureq::config::Config;
-use ureq::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use ureq::http::header::{
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED, RETRY_AFTER,
+};
+use ureq::http::HeaderMap;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 use crate::log::LogFile;
-use crate::protocol::{FetchSettings, Item, ItemReport, Status};
+use crate::protocol::{FetchSettings, Item, ItemReport, Status, Validators};
 use crate::save::{check_file_name, extension_for_type, save_stream, Expect, SaveError};
 
 /// First back-off delay; doubled for each further attempt.
@@ -30,6 +38,9 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How much of an error body is read to keep the connection reusable.
 const DRAIN_LIMIT: u64 = 64 * 1024;
+/// Longest `ETag` / `Last-Modified` kept for the next run; real ones are tens
+/// of bytes, and the master stores them in its sidecar file.
+const MAX_VALIDATOR_LEN: usize = 512;
 
 /// Who is fetching: written into every log line and report.
 #[derive(Clone, Debug)]
@@ -56,6 +67,8 @@ struct Attempt {
     /// Worth another attempt (connection errors, timeouts, 408, 429, 5xx).
     transient: bool,
     retry_after: Option<Duration>,
+    /// The response's `ETag` and `Last-Modified`, for the next conditional run.
+    seen: Validators,
 }
 
 impl Attempt {
@@ -67,6 +80,7 @@ impl Attempt {
             reason: Some(reason),
             transient,
             retry_after: None,
+            seen: Validators::default(),
         }
     }
 }
@@ -137,6 +151,8 @@ impl Fetcher {
                     reason: attempt.reason,
                     worker: who.worker,
                     thread: who.thread,
+                    etag: attempt.seen.etag,
+                    last_modified: attempt.seen.last_modified,
                 };
             }
         }
@@ -151,6 +167,14 @@ impl Fetcher {
         for (name, value) in &self.settings.headers {
             request = request.header(name, value);
         }
+        if let Some(v) = &item.validators {
+            if let Some(etag) = &v.etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(date) = &v.last_modified {
+                request = request.header(IF_MODIFIED_SINCE, date);
+            }
+        }
         let request = request.config().timeout_global(Some(budget)).build();
         let mut response = match request.call() {
             Ok(r) => r,
@@ -160,6 +184,24 @@ impl Fetcher {
             }
         };
         let code = response.status().as_u16();
+        let seen = validators_of(response.headers());
+        if code == 304 && item.validators.is_some() {
+            // Not modified: the file in the destination stays as it is. A 304
+            // has no body, but reading to its end keeps the connection pooled.
+            let _ = io::copy(
+                &mut response.body_mut().as_reader().take(DRAIN_LIMIT),
+                &mut io::sink(),
+            );
+            return Attempt {
+                status: Status::Skipped,
+                http: Some(code),
+                bytes: 0,
+                reason: Some("not modified".into()),
+                transient: false,
+                retry_after: None,
+                seen,
+            };
+        }
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -202,6 +244,7 @@ impl Fetcher {
                     reason: None,
                     transient: false,
                     retry_after: None,
+                    seen,
                 },
                 Err(e) => {
                     let transient =
@@ -240,6 +283,7 @@ impl Fetcher {
                 reason: Some(format!("HTTP {code}")),
                 transient: false,
                 retry_after: None,
+                seen: Validators::default(),
             };
         }
         let transient = code == 408 || code == 429 || (500..600).contains(&code);
@@ -347,6 +391,23 @@ fn backoff(attempt_no: u32, retry_after: Option<Duration>) -> Duration {
         .saturating_mul(1 << attempt_no.saturating_sub(1).min(16))
         .min(BACKOFF_MAX);
     step / 2 + step.mul_f64(fastrand::f64() / 2.0)
+}
+
+/// The `ETag` and `Last-Modified` of a response, when they are short, visible
+/// ASCII (so they can be sent back as request headers as they are).
+fn validators_of(headers: &HeaderMap) -> Validators {
+    let get = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= MAX_VALIDATOR_LEN)
+            .map(str::to_string)
+    };
+    Validators {
+        etag: get(ETAG),
+        last_modified: get(LAST_MODIFIED),
+    }
 }
 
 /// `Retry-After` is either delay-seconds or an HTTP date.

@@ -24,6 +24,19 @@ pub struct Item {
     /// `file` has no extension yet: the worker adds the one of the response's
     /// Content-Type (`.jpg` for `image/jpeg`), as for Picsum's `/id/0/200/300`.
     pub ext_from_type: bool,
+    /// Set on a conditional re-run (`--if-changed`) when the file is already
+    /// in the destination: the request asks the server to answer 304 if the
+    /// file has not changed since.
+    pub validators: Option<Validators>,
+}
+
+/// What a conditional request sends: `If-None-Match` with the ETag and
+/// `If-Modified-Since` with the date, whichever is known.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    /// An HTTP date: the server's `Last-Modified`, or the file's mtime.
+    pub last_modified: Option<String>,
 }
 
 /// How an item ended. Every item ends as exactly one of these.
@@ -36,6 +49,10 @@ pub enum Status {
     NotFound,
     /// Anything else; the report carries a short reason.
     Error,
+    /// Not downloaded, because the file in the destination is already good:
+    /// reason `exists` (`--skip-existing`) or `not modified` (a 304 answer
+    /// to a conditional request, `--if-changed`). A success.
+    Skipped,
 }
 
 impl Status {
@@ -45,6 +62,7 @@ impl Status {
             Status::Ok => "OK",
             Status::NotFound => "NOT_FOUND",
             Status::Error => "ERROR",
+            Status::Skipped => "SKIPPED",
         }
     }
 }
@@ -57,16 +75,21 @@ pub struct ItemReport {
     pub status: Status,
     /// HTTP status code of the last attempt, if a response arrived.
     pub http: Option<u16>,
-    /// Bytes saved to disk (0 unless `Ok`).
+    /// Bytes saved to disk (0 unless `Ok`; 0 for `Skipped`, nothing was downloaded).
     pub bytes: u64,
     /// Milliseconds spent on the item, all attempts and back-off included.
     pub ms: u64,
     pub attempts: u32,
-    /// Short reason for `Error` (and `NotFound`), e.g. `HTTP 503` or `timeout`.
+    /// Short reason for `Error`, `NotFound` and `Skipped`, e.g. `HTTP 503`,
+    /// `timeout` or `not modified`.
     pub reason: Option<String>,
     /// The worker (1-based) and the thread inside it (0-based) that handled it.
     pub worker: u32,
     pub thread: u32,
+    /// The `ETag` and `Last-Modified` of the last response (200 or 304), which
+    /// the master records for the next conditional re-run.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 /// A worker's own summary, sent once when it has no more work.
