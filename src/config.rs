@@ -13,6 +13,7 @@ use flagmaster_worker::protocol::FetchSettings;
 use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
 use crate::list;
+use crate::shard::{self, Shard};
 
 /// The real flag site of the classic lesson.
 pub const REMOTE_BASE: &str = "https://www.sciencekids.co.nz/images/pictures/flags96";
@@ -47,6 +48,10 @@ pub struct RunConfig {
     pub dest: PathBuf,
     pub log_dir: PathBuf,
     pub chunk_size: usize,
+    /// `--chunk-size` was given; otherwise the size follows the items of the shard.
+    pub chunk_size_given: bool,
+    /// The share of the list this run takes (`--shard` or a scheduler's array).
+    pub shard: Option<Shard>,
     pub fetch: FetchSettings,
     pub json: bool,
 }
@@ -80,15 +85,18 @@ impl RunConfig {
         check_dir_target("--dest", &args.dest)?;
         check_dir_target("--log-dir", &args.log_dir)?;
 
+        let shard = shard::resolve(args.shard, args.shard_count, |name| {
+            std::env::var(name).ok()
+        })?;
+
         let (procs, threads) = match args.mode {
             Mode::Serial => (1, 1),
             Mode::Threads => (1, args.threads.unwrap_or(8)),
             Mode::Proc => (args.procs, args.threads.unwrap_or(1)),
         };
-        let workers = (procs * threads) as usize;
         let chunk_size = match args.chunk_size {
             Some(n) => n as usize,
-            None => (parsed.names.len() / (workers * 4)).clamp(1, MAX_AUTO_CHUNK),
+            None => auto_chunk_size(parsed.names.len(), procs * threads),
         };
         let env_proxy = match &source {
             Source::Builtin(_) => false,
@@ -106,6 +114,8 @@ impl RunConfig {
             dest: args.dest,
             log_dir: args.log_dir,
             chunk_size,
+            chunk_size_given: args.chunk_size.is_some(),
+            shard,
             fetch: FetchSettings {
                 timeout_ms,
                 connect_timeout_ms: CONNECT_TIMEOUT_MS.min(timeout_ms),
@@ -128,6 +138,19 @@ impl RunConfig {
     pub fn concurrency(&self) -> u32 {
         self.procs * self.threads
     }
+
+    /// Sizes the chunks for the items actually downloaded (a shard has fewer
+    /// than the list), unless `--chunk-size` fixed it.
+    pub fn fit_chunk_size(&mut self, items: usize) {
+        if !self.chunk_size_given {
+            self.chunk_size = auto_chunk_size(items, self.concurrency());
+        }
+    }
+}
+
+/// About four chunks per worker loop, so the last ones balance the load.
+fn auto_chunk_size(items: usize, workers: u32) -> usize {
+    (items / (workers as usize * 4)).clamp(1, MAX_AUTO_CHUNK)
 }
 
 /// Parses `Name: value`. The error names the header but never repeats the

@@ -10,13 +10,16 @@
 
 pub mod bench;
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod error;
 pub mod exit;
 pub mod interrupt;
 pub mod list;
 pub mod master;
+pub mod merge;
 pub mod report;
+pub mod shard;
 pub mod site;
 
 use std::fs;
@@ -36,7 +39,7 @@ use cli::{Cli, Command, Mode, RunArgs, ServeArgs, ServerKind};
 use config::{RunConfig, Source};
 use error::Error;
 use master::collect::{lock, Collector};
-use report::{RunInfo, RunReport};
+use report::{RunInfo, RunReport, ShardInfo};
 use site::{Site, SiteConfig};
 
 /// Parses the command line, runs, and maps the outcome to an exit status.
@@ -57,6 +60,8 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::MergeReports(args)) => merge::run(args),
+        Some(Command::Completions(args)) => completions::run(args.shell),
         None => download(cli.run),
     };
     match result {
@@ -127,7 +132,7 @@ fn describe_site(config: &SiteConfig) -> String {
 }
 
 fn download(args: RunArgs) -> Result<u8, Error> {
-    let config = RunConfig::from_args(args)?;
+    let mut config = RunConfig::from_args(args)?;
     config::prepare_dir("--dest", &config.dest)?;
     config::prepare_dir("--log-dir", &config.log_dir)?;
     let leftovers = remove_leftovers(&config.dest).unwrap_or(0);
@@ -161,6 +166,17 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         Source::Url { label, base } => (None, label.clone(), base.clone()),
     };
 
+    let items = list::items(&config.names, &base_url);
+    let shard = config.shard.map(|shard| ShardInfo {
+        shard,
+        list_items: items.len(),
+    });
+    let items = match &config.shard {
+        Some(s) => shard::select(items, s),
+        None => items,
+    };
+    config.fit_chunk_size(items.len());
+
     // With --json, stdout carries the JSON document only.
     let mut notes: Box<dyn Write> = if config.json {
         Box::new(std::io::stderr())
@@ -169,12 +185,21 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     };
     let mode = mode_name(config.mode);
     let _ = writeln!(notes, "Site: {site_label} at {base_url}");
+    let share = match &shard {
+        Some(info) => format!(
+            " (shard {} from {}, of {})",
+            info.shard,
+            info.shard.source.label(),
+            info.list_items
+        ),
+        None => String::new(),
+    };
     let _ = writeln!(
         notes,
-        "Mode: {mode}, {} x {} thread(s), {} items from {} in chunks of {} -> {} (logs in {})",
+        "Mode: {mode}, {} x {} thread(s), {} items{share} from {} in chunks of {} -> {} (logs in {})",
         config.procs,
         config.threads,
-        config.names.len(),
+        items.len(),
         config.list_label,
         config.chunk_size,
         config.dest.display(),
@@ -199,6 +224,11 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         dest: config.dest.display().to_string(),
         log_dir: config.log_dir.display().to_string(),
         chunk_size: config.chunk_size,
+        shard,
+    };
+    let (shard_field, shard_source) = match &shard {
+        Some(info) => (info.shard.to_string(), info.shard.source.key()),
+        None => ("none".to_string(), "-"),
     };
     log.line(&[
         ("event", &"start"),
@@ -206,7 +236,10 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("mode", &mode),
         ("procs", &config.procs),
         ("threads", &config.threads),
-        ("items", &config.names.len()),
+        ("items", &items.len()),
+        ("shard", &shard_field),
+        ("shard_source", &shard_source),
+        ("list_items", &config.names.len()),
         ("chunk_size", &config.chunk_size),
         ("site", &info.site),
         ("base_url", &base_url),
@@ -217,8 +250,8 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("headers", &config.fetch.headers.len()),
     ]);
 
-    let items = list::items(&config.names, &base_url);
     let log = Arc::new(log);
+    let items_empty = items.is_empty();
     let collector = Arc::new(Mutex::new(Collector::new(
         items,
         config.chunk_size,
@@ -236,7 +269,11 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     });
     interrupt::watch(Arc::clone(&finale))
         .map_err(|e| Error::Spawn(format!("cannot watch signals: {e}")))?;
-    master::run(&config, &collector)?;
+    // An empty share (more shards than items) is a complete run of nothing:
+    // no worker is started for it.
+    if !items_empty {
+        master::run(&config, &collector)?;
+    }
     drop(site);
     match finale.conclude() {
         Some(status) => Ok(status),
