@@ -168,6 +168,20 @@ pub fn resolve(
             None => 1,
         };
         let count = scheduler_count("Slurm", "SLURM_ARRAY_TASK_COUNT", &var, explicit)?;
+        // An array given as a list (--array=0,3,7) has no step that maps its
+        // IDs onto 0..count; its last ID tells, so every task refuses alike.
+        if let Some(max) = var("SLURM_ARRAY_TASK_MAX") {
+            let max = number("SLURM_ARRAY_TASK_MAX", &max)?;
+            let last = u64::from(count - 1)
+                .checked_mul(step)
+                .and_then(|span| min.checked_add(span));
+            if last != Some(max) {
+                return Err(usage(format!(
+                    "the Slurm array {min}-{max} of {count} tasks is not a range with step {step}; \
+                     use --shard I/N"
+                )));
+            }
+        }
         if step == 0 || id < min || (id - min) % step != 0 {
             return Err(usage(format!(
                 "SLURM_ARRAY_TASK_ID={id} is not in an array starting at {min} with step {step}; \
@@ -441,9 +455,46 @@ mod tests {
             shard(3, 4, ShardSource::Slurm)
         );
         assert!(slurm("4", "0", "4").is_err(), "index beyond the count");
+        // --array=0,3,7: every task refuses, the first one too.
+        let list = |id| {
+            err(
+                None,
+                &[
+                    ("SLURM_ARRAY_TASK_ID", id),
+                    ("SLURM_ARRAY_TASK_MIN", "0"),
+                    ("SLURM_ARRAY_TASK_MAX", "7"),
+                    ("SLURM_ARRAY_TASK_COUNT", "3"),
+                ],
+            )
+        };
+        for id in ["0", "3", "7"] {
+            assert!(
+                list(id).contains("is not a range with step 1"),
+                "{}",
+                list(id)
+            );
+        }
+        let range = env(&[
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ]);
+        assert_eq!(
+            resolve(None, None, range).unwrap(),
+            shard(4, 4, ShardSource::Slurm)
+        );
         assert!(slurm("0", "1", "4").is_err(), "below the minimum");
         assert!(slurm("x", "0", "4").is_err());
         assert!(slurm("0", "0", "0").is_err());
+        let huge = env(&[
+            ("SLURM_ARRAY_TASK_ID", "0"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "1"),
+            ("SLURM_ARRAY_TASK_STEP", "18446744073709551615"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ]);
+        assert!(resolve(None, None, huge).is_err(), "no overflow");
         let e = err(None, &[("SLURM_ARRAY_TASK_ID", "1")]);
         assert!(e.contains("SLURM_ARRAY_TASK_MIN"), "{e}");
         let e = err(
