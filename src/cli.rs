@@ -249,7 +249,7 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {
-    /// JSON reports written by `flagmaster --json`, one per shard.
+    /// Reports written by flagmaster --json, one per shard.
     #[arg(value_name = "REPORT", required = true)]
     pub reports: Vec<PathBuf>,
 

@@ -86,11 +86,20 @@ fn clap_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("usage error");
-            eprintln!("flagmaster: {}", first.trim_start_matches("error: "));
+            let mut lines = rendered.lines().filter(|l| !l.trim().is_empty());
+            let mut first = lines
+                .next()
+                .unwrap_or("usage error")
+                .trim_start_matches("error: ")
+                .to_string();
+            // "the following required arguments were not provided:" names
+            // them on the next line.
+            if first.ends_with(':') {
+                if let Some(what) = lines.next() {
+                    first = format!("{first} {}", what.trim());
+                }
+            }
+            eprintln!("flagmaster: {first}");
             ExitCode::from(exit::USAGE)
         }
     }

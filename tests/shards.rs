@@ -318,6 +318,12 @@ fn four_shards_cover_the_list_once_stably_and_merge() {
             "text.txt is not a flagmaster --json report",
         ),
     ];
+    let out = merge(&[], false);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "flagmaster: the following required arguments were not provided: <REPORT>...\n"
+    );
     for (files, expect) in refused {
         let out = merge(files, false);
         let err = stderr(&out);
