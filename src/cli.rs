@@ -28,6 +28,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Compare serial, threads, proc and hybrid on the same workload.
     Bench(BenchArgs),
+    /// Merge the --json reports of shards (or of any runs) into one report.
+    MergeReports(MergeArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
     /// Run as a worker process of a master (internal).
     #[command(name = flagmaster_worker::child::SUBCOMMAND, hide = true)]
     Worker(WorkerArgs),
@@ -38,9 +42,9 @@ pub enum Command {
 pub enum Mode {
     /// One worker loop in the main thread.
     Serial,
-    /// `--threads` worker threads in one process.
+    /// A pool of --threads threads in one process.
     Threads,
-    /// `--procs` worker processes (each with `--threads` threads).
+    /// --procs worker processes, each with --threads threads.
     Proc,
 }
 
@@ -61,50 +65,57 @@ pub enum ServerKind {
     Remote,
 }
 
+/// Headings of `--help`, so that some twenty options read as four groups.
+const CONCURRENCY: &str = "Concurrency";
+const SOURCE: &str = "Source";
+const FILES: &str = "Output and files";
+const HTTP: &str = "HTTP";
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Who runs the worker loop.
-    #[arg(long, value_enum, default_value_t = Mode::Proc)]
+    /// Who runs the worker loop: the main thread, a thread pool, or worker processes.
+    #[arg(long, value_enum, default_value_t = Mode::Proc, help_heading = CONCURRENCY)]
     pub mode: Mode,
 
-    /// Worker processes in proc mode.
-    #[arg(long, value_name = "N", default_value_t = 8,
+    /// Worker processes in proc mode (1 to 1024).
+    #[arg(long, value_name = "N", default_value_t = 8, help_heading = CONCURRENCY,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub procs: u32,
 
-    /// Worker threads: the pool size in threads mode (default 8), threads inside
-    /// each worker process in proc mode (default 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Pool size in threads mode [default: 8]; threads inside each worker
+    /// process in proc mode [default: 1].
+    #[arg(long, value_name = "N", help_heading = CONCURRENCY,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub threads: Option<u32>,
 
-    /// List of names, one per line; blank lines and '#' comments are ignored.
-    /// Default: the built-in copy of flags.txt.
-    #[arg(long, value_name = "FILE")]
+    /// Names, one per line; blank lines and '#' comments are ignored
+    /// [default: the built-in copy of flags.txt].
+    #[arg(long, value_name = "FILE", help_heading = SOURCE)]
     pub list: Option<PathBuf>,
 
     /// URL of each name: {base} (the site's base URL), {origin} (its
     /// scheme://host:port), {name} as listed, {lower} / {upper} in lower / upper
     /// case. The last path segment names the file. Fluent Python's layout:
     /// '{origin}/data/flags/{lower}/{lower}.gif'. [default: {base}/{name}.jpg]
-    #[arg(long, value_name = "TEMPLATE")]
+    #[arg(long, value_name = "TEMPLATE", help_heading = SOURCE)]
     pub template: Option<String>,
 
     /// File of full URLs, one per line ('#' comments and blank lines ignored),
     /// instead of names; each file is named after its URL's last path segment.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["list", "template", "listing", "server", "base_url"])]
+    #[arg(long, value_name = "FILE", help_heading = SOURCE, conflicts_with_all = ["list", "template", "listing", "server", "base_url"])]
     pub urls: Option<PathBuf>,
 
     /// JSON listing of an image API, like Picsum's /v2/list (an array of
     /// objects with download_url) or Imgur's album images ({"data": [...]} with
     /// link and type). A path such as '/v2/list?limit=50' is asked of the site
     /// in use (the built-in one by default).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["list", "template"])]
+    #[arg(long, value_name = "URL", help_heading = SOURCE, conflicts_with_all = ["list", "template"])]
     pub listing: Option<String>,
 
     /// Field of a listing entry that holds its URL: a JSON pointer
     /// ('/download_url') or a dotted path ('images.0.link').
     /// [default: download_url, link or url, whichever the entry has]
-    #[arg(long, value_name = "POINTER", requires = "listing")]
+    #[arg(long, value_name = "POINTER", requires = "listing", help_heading = SOURCE)]
     pub pick: Option<String>,
 
     /// Keep only listing entries whose 'type' is one of these, comma-separated
@@ -113,74 +124,90 @@ pub struct RunArgs {
         long = "type",
         value_name = "TYPES",
         value_delimiter = ',',
-        requires = "listing"
+        requires = "listing",
+        help_heading = SOURCE
     )]
     pub types: Vec<String>,
 
     /// Take only the first N items.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = SOURCE)]
     pub limit: Option<usize>,
 
-    /// Site to download from [default: DELAY].
-    #[arg(long, value_enum, ignore_case = true, conflicts_with = "base_url")]
+    /// Download only shard I of N (1-based, e.g. 2/4): a fixed hash of each file
+    /// name decides its shard, the same on every machine. Without it, the shard
+    /// comes from Slurm, Kubernetes or AWS Batch array variables, if set.
+    #[arg(long, value_name = "I/N", help_heading = SOURCE,
+          value_parser = crate::shard::parse_flag, conflicts_with = "shard_count")]
+    pub shard: Option<crate::shard::Shard>,
+
+    /// Number of shards, for a scheduler that gives only an index
+    /// (JOB_COMPLETION_INDEX of a Kubernetes Indexed Job) [env: FLAGMASTER_SHARD_COUNT].
+    #[arg(long, value_name = "N", help_heading = SOURCE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_count: Option<u32>,
+
+    /// Site to download from [default: DELAY, built in].
+    #[arg(long, value_enum, ignore_case = true, conflicts_with = "base_url", help_heading = SOURCE)]
     pub server: Option<ServerKind>,
 
-    /// Download from this base URL instead ({base}/{name}.jpg).
-    #[arg(long, value_name = "URL")]
+    /// Download from another site with the same layout: {base}/{name}.jpg.
+    #[arg(long, value_name = "URL", help_heading = SOURCE)]
     pub base_url: Option<String>,
 
     /// Directory the files are saved in.
-    #[arg(long, value_name = "DIR", default_value = "flags")]
+    #[arg(long, value_name = "DIR", default_value = "flags", help_heading = FILES)]
     pub dest: PathBuf,
 
-    /// Directory of the per-worker logs and master.log (replaced on every run).
-    #[arg(long, value_name = "DIR", default_value = "logs")]
+    /// Directory of master.log and the per-worker logs (replaced on every run).
+    #[arg(long, value_name = "DIR", default_value = "logs", help_heading = FILES)]
     pub log_dir: PathBuf,
 
     /// Items handed to a worker at a time [default: items / (workers x 4), 1 to 32].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", help_heading = CONCURRENCY,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: Option<u32>,
 
     /// Seconds one item may take, all attempts and back-off included.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs,
+          help_heading = HTTP)]
     pub timeout: f64,
 
     /// Extra attempts for transient failures (connection errors, timeouts, 408, 429, 5xx).
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2, help_heading = HTTP)]
     pub retries: u32,
 
     /// Largest body accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024, help_heading = HTTP)]
     pub max_size: u64,
 
     /// Re-run: do not fetch items whose file is already complete in the
     /// destination (reported SKIPPED, reason "exists"). No request is sent for them.
-    #[arg(long, conflicts_with = "if_changed")]
+    #[arg(long, conflicts_with = "if_changed", help_heading = FILES)]
     pub skip_existing: bool,
 
     /// Re-run: ask the server whether files already in the destination
     /// changed (If-None-Match / If-Modified-Since, from the validators of the
     /// last such run or the file's mtime); a 304 keeps the file (SKIPPED,
     /// "not modified").
-    #[arg(long)]
+    #[arg(long, help_heading = FILES)]
     pub if_changed: bool,
 
-    /// Extra request header, 'Name: value' (repeatable), e.g. an API's
-    /// 'Authorization: Client-ID ...'. Values never appear in logs or reports.
-    #[arg(long = "header", value_name = "HEADER")]
+    /// Extra request header 'Name: value', repeatable (e.g. 'Authorization:
+    /// Client-ID ...'); values never appear in logs or reports.
+    #[arg(long = "header", value_name = "HEADER", help_heading = HTTP)]
     pub headers: Vec<String>,
 
     /// Print one JSON document instead of the text report.
-    #[arg(long)]
+    #[arg(long, help_heading = FILES)]
     pub json: bool,
 
     /// Print one line per item as it completes (status, name, bytes, worker)
     /// instead of the progress bar.
-    #[arg(short, long, conflicts_with = "quiet")]
+    #[arg(short, long, conflicts_with = "quiet", help_heading = FILES)]
     pub verbose: bool,
 
     /// No progress bar and no notes: only the report (and warnings).
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = FILES)]
     pub quiet: bool,
 }
 
@@ -275,6 +302,24 @@ pub struct BenchArgs {
     /// Print the table as markdown.
     #[arg(long, conflicts_with = "json")]
     pub markdown: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Reports written by flagmaster --json, one per shard.
+    #[arg(value_name = "REPORT", required = true)]
+    pub reports: Vec<PathBuf>,
+
+    /// Print the merged report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::list;
 use crate::progress::Display;
 use crate::rerun::Rerun;
+use crate::shard::{self, Shard};
 use crate::source::{self, Input, Listing, Template};
 
 /// The real flag site of the classic lesson.
@@ -57,6 +58,8 @@ pub struct RunConfig {
     pub log_dir: PathBuf,
     /// `--chunk-size`; `None` for the automatic size, see [`RunConfig::chunk_size`].
     chunk_size: Option<usize>,
+    /// The share of the list this run takes (`--shard` or a scheduler's array).
+    pub shard: Option<Shard>,
     pub fetch: FetchSettings,
     pub json: bool,
     pub display: Display,
@@ -86,6 +89,10 @@ impl RunConfig {
         check_dir_target("--dest", &args.dest)?;
         check_dir_target("--log-dir", &args.log_dir)?;
 
+        let shard = shard::resolve(args.shard, args.shard_count, |name| {
+            std::env::var(name).ok()
+        })?;
+
         let (procs, threads) = match args.mode {
             Mode::Serial => (1, 1),
             Mode::Threads => (1, args.threads.unwrap_or(8)),
@@ -111,6 +118,7 @@ impl RunConfig {
             dest: args.dest,
             log_dir: args.log_dir,
             chunk_size: args.chunk_size.map(|n| n as usize),
+            shard,
             fetch: FetchSettings {
                 timeout_ms,
                 connect_timeout_ms: CONNECT_TIMEOUT_MS.min(timeout_ms),

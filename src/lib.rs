@@ -10,15 +10,18 @@
 
 pub mod bench;
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod error;
 pub mod exit;
 pub mod interrupt;
 pub mod list;
 pub mod master;
+pub mod merge;
 pub mod progress;
 pub mod report;
 pub mod rerun;
+pub mod shard;
 pub mod site;
 pub mod source;
 
@@ -39,7 +42,7 @@ use cli::{Cli, Command, Mode, RunArgs, ServeArgs, ServerKind};
 use config::{RunConfig, Source};
 use error::Error;
 use master::collect::{lock, Collector};
-use report::{RunInfo, RunReport};
+use report::{RunInfo, RunReport, ShardInfo};
 use site::{Site, SiteConfig};
 
 /// Parses the command line, runs, and maps the outcome to an exit status.
@@ -60,6 +63,8 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::MergeReports(args)) => merge::run(args),
+        Some(Command::Completions(args)) => completions::run(args.shell),
         None => download(cli.run),
     };
     match result {
@@ -84,11 +89,20 @@ fn clap_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("usage error");
-            eprintln!("flagmaster: {}", first.trim_start_matches("error: "));
+            let mut lines = rendered.lines().filter(|l| !l.trim().is_empty());
+            let mut first = lines
+                .next()
+                .unwrap_or("usage error")
+                .trim_start_matches("error: ")
+                .to_string();
+            // "the following required arguments were not provided:" names
+            // them on the next line.
+            if first.ends_with(':') {
+                if let Some(what) = lines.next() {
+                    first = format!("{first} {}", what.trim());
+                }
+            }
+            eprintln!("flagmaster: {first}");
             ExitCode::from(exit::USAGE)
         }
     }
@@ -164,6 +178,14 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         return Err(Error::EmptyList(config.list_label.clone()));
     }
     config.fetch.env_proxy = !source::all_loopback(&items);
+    let shard = config.shard.map(|shard| ShardInfo {
+        shard,
+        list_items: items.len(),
+    });
+    let items = match &config.shard {
+        Some(s) => shard::select(items, s),
+        None => items,
+    };
     let total = items.len();
     let prepared = rerun::prepare(config.rerun, items, &config.dest);
     let chunk_size = config.chunk_size(prepared.to_fetch.len());
@@ -196,9 +218,18 @@ fn download(args: RunArgs) -> Result<u8, Error> {
             let _ = writeln!(notes, "Site: {site_label} at {base_url}");
         }
     }
+    let share = match &shard {
+        Some(info) => format!(
+            " (shard {} from {}, of {})",
+            info.shard,
+            info.shard.source.label(),
+            info.list_items
+        ),
+        None => String::new(),
+    };
     let _ = writeln!(
         notes,
-        "Mode: {mode}, {} x {} thread(s), {} items from {} in chunks of {chunk_size} -> {} (logs in {})",
+        "Mode: {mode}, {} x {} thread(s), {} items{share} from {} in chunks of {chunk_size} -> {} (logs in {})",
         config.procs,
         config.threads,
         total,
@@ -225,6 +256,11 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         dest: config.dest.display().to_string(),
         log_dir: config.log_dir.display().to_string(),
         chunk_size,
+        shard,
+    };
+    let (shard_field, shard_source) = match &shard {
+        Some(info) => (info.shard.to_string(), info.shard.source.key()),
+        None => ("none".to_string(), "-"),
     };
     log.line(&[
         ("event", &"start"),
@@ -233,6 +269,9 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("procs", &config.procs),
         ("threads", &config.threads),
         ("items", &total),
+        ("shard", &shard_field),
+        ("shard_source", &shard_source),
+        ("list_items", &shard.map_or(total, |s| s.list_items)),
         ("chunk_size", &chunk_size),
         ("site", &info.site),
         ("base_url", &base_url),
@@ -247,6 +286,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     prepared.announce(config.rerun, config.json, &config.dest, &log);
     let log = Arc::new(log);
     let progress = progress::Progress::new(config.display, total);
+    let items_empty = prepared.to_fetch.is_empty();
     let collector = Arc::new(Mutex::new(Collector::new(
         prepared.to_fetch,
         chunk_size,
@@ -267,7 +307,11 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     });
     interrupt::watch(Arc::clone(&finale))
         .map_err(|e| Error::Spawn(format!("cannot watch signals: {e}")))?;
-    master::run(&config, &collector)?;
+    // An empty share (more shards than items), or a re-run that skipped every
+    // file, is complete without starting a worker.
+    if !items_empty {
+        master::run(&config, &collector)?;
+    }
     drop(site);
     match finale.conclude() {
         Some(status) => Ok(status),

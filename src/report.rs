@@ -2,17 +2,21 @@
 //! and JSON forms. Pure functions of the results, so they are tested directly.
 
 use std::fmt::Write as _;
+use std::ops::AddAssign;
 
 use flagmaster_worker::protocol::{ItemReport, Status};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::master::collect::Collected;
+use crate::shard::Shard;
 
 /// How many failed items the text report lists before pointing at the logs.
 const MAX_LISTED_FAILURES: usize = 50;
 
-/// Counts by outcome.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+/// Counts by outcome. Missing fields read as 0, so reports written before a
+/// new outcome was added still merge.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Counts {
     pub ok: usize,
     pub not_found: usize,
@@ -21,8 +25,33 @@ pub struct Counts {
     pub skipped: usize,
 }
 
+impl AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        // Destructured so that a new field cannot be forgotten here.
+        let Counts {
+            ok,
+            not_found,
+            error,
+            skipped,
+        } = other;
+        self.ok += ok;
+        self.not_found += not_found;
+        self.error += error;
+        self.skipped += skipped;
+    }
+}
+
+/// The shard a run downloaded, as reported.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardInfo {
+    #[serde(flatten)]
+    pub shard: Shard,
+    /// Items of the whole list, before the shard was taken.
+    pub list_items: usize,
+}
+
 /// One row of the per-worker table.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct WorkerRow {
     pub worker: u32,
     pub pid: u32,
@@ -35,7 +64,7 @@ pub struct WorkerRow {
 }
 
 /// Settings of the run, as reported.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunInfo {
     pub mode: String,
     pub procs: u32,
@@ -46,10 +75,14 @@ pub struct RunInfo {
     pub dest: String,
     pub log_dir: String,
     pub chunk_size: usize,
+    /// The share of the list this run took; `None` for the whole list.
+    #[serde(default)]
+    pub shard: Option<ShardInfo>,
 }
 
-/// Everything a run reports; `--json` prints it as is.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// Everything a run reports; `--json` prints it as is, and `merge-reports`
+/// reads it back.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunReport {
     #[serde(flatten)]
     pub info: RunInfo,
@@ -112,12 +145,15 @@ impl RunReport {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let with_exit = self.workers.iter().any(|w| w.exit.is_some());
-        let _ = write!(
-            out,
-            "{:>6} {:>8} {:>6} {:>10} {:>8}",
-            "worker", "pid", "items", "bytes", "seconds"
-        );
-        out.push_str(if with_exit { "  exit\n" } else { "\n" });
+        // No worker runs for an empty shard, so there is no table to show.
+        if !self.workers.is_empty() {
+            let _ = write!(
+                out,
+                "{:>6} {:>8} {:>6} {:>10} {:>8}",
+                "worker", "pid", "items", "bytes", "seconds"
+            );
+            out.push_str(if with_exit { "  exit\n" } else { "\n" });
+        }
         for w in &self.workers {
             let secs = w
                 .secs
@@ -171,6 +207,9 @@ impl RunReport {
             0 => String::new(),
             n => format!(", {n} skipped"),
         };
+        if let Some(info) = &self.info.shard {
+            let _ = writeln!(out, "{}", shard_line(info, self.items));
+        }
         let _ = writeln!(
             out,
             "{} downloaded{skipped}, {} not found, {} errors",
@@ -185,6 +224,16 @@ impl RunReport {
         // Serializing plain structs of strings and numbers cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
+}
+
+/// `Shard 2/4 (from Slurm): 49 of 197 items`.
+pub fn shard_line(info: &ShardInfo, items: usize) -> String {
+    format!(
+        "Shard {} (from {}): {items} of {} items",
+        info.shard,
+        info.shard.source.label(),
+        info.list_items
+    )
 }
 
 #[cfg(test)]
@@ -220,6 +269,7 @@ mod tests {
             dest: "flags".into(),
             log_dir: "logs".into(),
             chunk_size: 1,
+            shard: None,
         }
     }
 
@@ -286,5 +336,61 @@ mod tests {
         assert_eq!(json["workers"][0]["secs"], serde_json::Value::Null);
         assert_eq!(json["results"][0]["status"], "OK");
         assert_eq!(json["results"][0]["name"], "N0");
+    }
+
+    #[test]
+    fn a_shard_shows_in_text_and_json() {
+        use crate::shard::{Shard, ShardSource};
+        let collected = Collected {
+            reports: vec![item(0, Status::Ok, 7)],
+            workers: vec![WorkerState::for_test(1, 42, 1, 7, Some(0.1), None)],
+        };
+        let mut info = info();
+        info.shard = Some(ShardInfo {
+            shard: Shard {
+                index: 2,
+                count: 4,
+                source: ShardSource::Slurm,
+            },
+            list_items: 197,
+        });
+        let report = RunReport::new(info, collected, 0.25, false);
+        assert!(
+            report
+                .to_text()
+                .contains("\nShard 2/4 (from Slurm): 1 of 197 items\n"),
+            "{}",
+            report.to_text()
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(
+            json["shard"],
+            serde_json::json!({"index": 2, "count": 4, "source": "slurm", "list_items": 197})
+        );
+    }
+
+    #[test]
+    fn counts_add_up_field_by_field() {
+        let mut total = Counts {
+            ok: 1,
+            not_found: 2,
+            error: 3,
+            skipped: 4,
+        };
+        total += Counts {
+            ok: 10,
+            not_found: 20,
+            error: 30,
+            skipped: 40,
+        };
+        assert_eq!(
+            total,
+            Counts {
+                ok: 11,
+                not_found: 22,
+                error: 33,
+                skipped: 44,
+            }
+        );
     }
 }

@@ -79,9 +79,27 @@ fn help_and_version_succeed() {
         "--dest",
         "--log-dir",
         "--json",
+        "--shard",
+        "--shard-count",
+        "merge-reports",
+        "completions",
     ] {
         assert!(text.contains(flag), "--help mentions {flag}");
     }
+    // The run options come in groups, in this order.
+    let headings: Vec<usize> = [
+        "\nConcurrency:\n",
+        "\nSource:\n",
+        "\nOutput and files:\n",
+        "\nHTTP:\n",
+    ]
+    .iter()
+    .map(|h| text.find(h).unwrap_or_else(|| panic!("--help has {h:?}")))
+    .collect();
+    assert!(headings.windows(2).all(|w| w[0] < w[1]), "{text}");
+    let in_group =
+        |flag: &str, heading: usize| text.find(flag).is_some_and(|at| at > headings[heading]);
+    assert!(in_group("--procs", 0) && in_group("--shard", 1) && in_group("--timeout", 3));
     assert!(
         !text.contains("__worker"),
         "the worker subcommand is hidden"
