@@ -13,6 +13,7 @@ use flagmaster_worker::protocol::FetchSettings;
 use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
 use crate::list;
+use crate::polite::Politeness;
 
 /// The real flag site of the classic lesson.
 pub const REMOTE_BASE: &str = "https://www.sciencekids.co.nz/images/pictures/flags96";
@@ -48,6 +49,8 @@ pub struct RunConfig {
     pub log_dir: PathBuf,
     pub chunk_size: usize,
     pub fetch: FetchSettings,
+    /// `--max-rps` and `--per-host`, with the default for remote sites.
+    pub polite: Politeness,
     pub json: bool,
 }
 
@@ -90,6 +93,7 @@ impl RunConfig {
             Some(n) => n as usize,
             None => (parsed.names.len() / (workers * 4)).clamp(1, MAX_AUTO_CHUNK),
         };
+        // Also what makes a site remote for politeness.
         let env_proxy = match &source {
             Source::Builtin(_) => false,
             Source::Url { base, .. } => !is_loopback_url(base),
@@ -120,6 +124,7 @@ impl RunConfig {
                     .map(|h| parse_header(h))
                     .collect::<Result<_, _>>()?,
             },
+            polite: Politeness::new(args.max_rps, args.per_host, env_proxy),
             json: args.json,
         })
     }

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod interrupt;
 pub mod list;
 pub mod master;
+pub mod polite;
 pub mod report;
 pub mod site;
 
@@ -169,6 +170,9 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     };
     let mode = mode_name(config.mode);
     let _ = writeln!(notes, "Site: {site_label} at {base_url}");
+    if let Some(line) = config.polite.note(&base_url) {
+        let _ = writeln!(notes, "{line}");
+    }
     let _ = writeln!(
         notes,
         "Mode: {mode}, {} x {} thread(s), {} items from {} in chunks of {} -> {} (logs in {})",
@@ -199,7 +203,13 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         dest: config.dest.display().to_string(),
         log_dir: config.log_dir.display().to_string(),
         chunk_size: config.chunk_size,
+        max_rps: config.polite.limits.max_rps,
+        per_host: config.polite.limits.per_host,
     };
+    let region = config.polite.region(config.procs)?;
+    let region_path = region
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |r| r.path().display().to_string());
     log.line(&[
         ("event", &"start"),
         ("pid", &std::process::id()),
@@ -215,6 +225,9 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("retries", &config.fetch.retries),
         ("max_size", &config.fetch.max_size),
         ("headers", &config.fetch.headers.len()),
+        ("max_rps", &or_dash(info.max_rps)),
+        ("per_host", &or_dash(info.per_host)),
+        ("polite_region", &region_path),
     ]);
 
     let items = list::items(&config.names, &base_url);
@@ -232,11 +245,12 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         started: Instant::now(),
         collector: Arc::clone(&collector),
         log,
+        region: region.as_ref().map(|r| r.path().to_path_buf()),
         concluded: AtomicBool::new(false),
     });
     interrupt::watch(Arc::clone(&finale))
         .map_err(|e| Error::Spawn(format!("cannot watch signals: {e}")))?;
-    master::run(&config, &collector)?;
+    master::run(&config, &collector, region.as_ref())?;
     drop(site);
     match finale.conclude() {
         Some(status) => Ok(status),
@@ -263,6 +277,9 @@ pub struct Finale {
     started: Instant,
     pub collector: master::collect::Shared,
     log: Arc<LogFile>,
+    /// The politeness region, removed here too because an interrupted run
+    /// exits from the signal watcher without running destructors.
+    region: Option<PathBuf>,
     concluded: AtomicBool,
 }
 
@@ -283,6 +300,9 @@ impl Finale {
             (collector.take_results(), collector.is_stopping())
         };
         let _ = remove_leftovers(&self.dest);
+        if let Some(region) = &self.region {
+            let _ = fs::remove_file(region);
+        }
         let report = RunReport::new(self.info.clone(), collected, elapsed, interrupted);
         let status = if interrupted {
             exit::INTERRUPTED
@@ -309,6 +329,10 @@ impl Finale {
         let _ = stdout.flush();
         Some(status)
     }
+}
+
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
 fn mode_name(mode: Mode) -> &'static str {

@@ -44,6 +44,10 @@ pub struct RunInfo {
     pub dest: String,
     pub log_dir: String,
     pub chunk_size: usize,
+    /// `--max-rps` in effect, if any.
+    pub max_rps: Option<f64>,
+    /// `--per-host` in effect (given, or the default for a remote site), if any.
+    pub per_host: Option<u32>,
 }
 
 /// Everything a run reports; `--json` prints it as is.
@@ -209,6 +213,8 @@ mod tests {
             dest: "flags".into(),
             log_dir: "logs".into(),
             chunk_size: 1,
+            max_rps: None,
+            per_host: Some(8),
         }
     }
 
@@ -267,6 +273,8 @@ mod tests {
             serde_json::from_str(&RunReport::new(info(), collected, 0.25, false).to_json())
                 .unwrap();
         assert_eq!(json["mode"], "proc");
+        assert_eq!(json["max_rps"], serde_json::Value::Null);
+        assert_eq!(json["per_host"], 8);
         assert_eq!(json["counts"]["ok"], 1);
         assert_eq!(json["bytes"], 7);
         assert_eq!(json["elapsed_secs"], 0.25);
