@@ -273,15 +273,16 @@ impl Gate {
     /// Takes one unit of `host`'s per-host allowance, polling while it is full.
     fn take_host(&self, host: u64, deadline: u64) -> Result<usize, Refused> {
         let slot = self.find_host(host);
-        // Held first, so a process killed in between can only ever make the
-        // master give back one unit too many, never lose one for the run.
         let held = self.held(self.row, slot);
-        held.fetch_add(1, Ordering::AcqRel);
         let count = self.count(slot);
         let mut poll = HOST_POLL_MIN;
         loop {
             let now_count = count.load(Ordering::Acquire);
             if now_count < self.per_host {
+                // Held just before the count, and only around the swap (a
+                // waiter holds nothing): a process killed in between can make
+                // the master give back one unit too many, never lose one.
+                held.fetch_add(1, Ordering::AcqRel);
                 if count
                     .compare_exchange_weak(
                         now_count,
@@ -293,18 +294,14 @@ impl Gate {
                 {
                     return Ok(slot);
                 }
+                held.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
-            let refused = if crate::stopping() {
-                Some(Refused::Stopped)
-            } else if monotonic_ns() >= deadline {
-                Some(Refused::HostWait)
-            } else {
-                None
-            };
-            if let Some(refused) = refused {
-                held.fetch_sub(1, Ordering::AcqRel);
-                return Err(refused);
+            if crate::stopping() {
+                return Err(Refused::Stopped);
+            }
+            if monotonic_ns() >= deadline {
+                return Err(Refused::HostWait);
             }
             let left = Duration::from_nanos(deadline.saturating_sub(monotonic_ns()));
             std::thread::sleep(poll.min(left));
@@ -484,6 +481,13 @@ mod tests {
         assert_eq!(r.gate.in_flight(host), 2);
         // Full: a third waits out its budget and is refused.
         assert_eq!(r.gate.admit(host, budget).err(), Some(Refused::HostWait));
+        // A refused waiter holds nothing a reclaim could give back.
+        assert_eq!(
+            r.gate
+                .held(0, r.gate.find_host(host))
+                .load(Ordering::SeqCst),
+            2
+        );
         // Another host is not affected.
         let other = host_key("http://127.0.0.2:9/x");
         drop(r.gate.admit(other, budget).unwrap());
