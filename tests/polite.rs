@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -273,4 +274,101 @@ fn ctrl_c_ends_a_rate_limited_run_promptly() {
             region.display()
         );
     }
+}
+
+/// Inodes of the TCP sockets of this machine connected to `port` on 127.0.0.1.
+fn tcp_inodes_to(port: u16) -> BTreeSet<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.get(2) == Some(&remote.as_str())).then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .collect()
+}
+
+/// Whether process `pid` has one of `inodes` open.
+fn has_socket(pid: &str, inodes: &BTreeSet<String>) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            let target = target.to_string_lossy();
+            target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .is_some_and(|inode| inodes.contains(inode))
+        })
+    })
+}
+
+#[test]
+fn a_killed_worker_does_not_keep_its_per_host_unit() {
+    // One request at a time, each held by the site for a second; the item
+    // deadline is short enough that a unit lost with the killed worker would
+    // leave the other worker waiting its items out as errors.
+    let site = Site::start(&["--delay-ms", "1000"]);
+    let port: u16 = site
+        .origin
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("site port");
+    let work = Work::new();
+    let args = [
+        "--base-url",
+        &site.base,
+        "--limit",
+        "3",
+        "--mode",
+        "proc",
+        "--procs",
+        "2",
+        "--chunk-size",
+        "1",
+        "--per-host",
+        "1",
+        "--timeout",
+        "8",
+        "--json",
+    ];
+    let child = work.spawn(&args, &[]);
+    // The worker with a connection to the site holds the only unit; the other
+    // has not connected yet, since it is waiting for that unit.
+    let start = Instant::now();
+    let holder = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no request in flight"
+        );
+        let hellos = work.master_events("hello");
+        if hellos.len() == 2 && site.stats()["max_in_flight"] == 1 {
+            let inodes = tcp_inodes_to(port);
+            let holders: Vec<String> = hellos
+                .iter()
+                .map(|h| h["pid"].clone())
+                .filter(|pid| has_socket(pid, &inodes))
+                .collect();
+            if holders.len() == 1 {
+                break holders[0].clone();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    signal("KILL", &holder);
+    let out = wait_output(child, Duration::from_secs(60));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(out.status.code(), Some(0), "{report}\n{}", stderr(&out));
+    assert_eq!(report["counts"]["ok"], 3);
+    let died = work.master_events("worker_died");
+    assert_eq!(died.len(), 1, "{died:?}");
+    assert_eq!(died[0]["pid"], holder);
+    let reclaimed = work.master_events("per_host_reclaimed");
+    assert_eq!(reclaimed.len(), 1, "{reclaimed:?}");
+    assert_eq!(reclaimed[0]["units"], "1");
+    assert_eq!(reclaimed[0]["worker"], died[0]["worker"]);
 }
