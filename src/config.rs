@@ -291,6 +291,28 @@ mod tests {
     }
 
     #[test]
+    fn remote_sites_get_the_default_per_host_cap() {
+        use clap::Parser;
+        let polite = |args: &[&str]| {
+            let cli = crate::cli::Cli::try_parse_from([&["flagmaster"][..], args].concat())
+                .expect("valid arguments");
+            RunConfig::from_args(cli.run).expect("valid config").polite
+        };
+        let remote = polite(&["--server", "REMOTE"]);
+        assert!(remote.remote && remote.default_per_host);
+        assert_eq!(remote.limits.per_host, Some(crate::polite::REMOTE_PER_HOST));
+        let custom = polite(&["--base-url", "https://example.org/f", "--per-host", "2"]);
+        assert!(custom.remote && !custom.default_per_host);
+        assert_eq!(custom.limits.per_host, Some(2));
+        let local = polite(&["--server", "LOCAL", "--max-rps", "5"]);
+        assert!(!local.remote);
+        assert_eq!(local.limits.per_host, None);
+        assert_eq!(local.limits.max_rps, Some(5.0));
+        let loopback = polite(&["--base-url", "http://127.0.0.1:9/f"]);
+        assert!(!loopback.limits.any());
+    }
+
+    #[test]
     fn loopback_detection() {
         assert!(is_loopback_url("http://127.0.0.1:80/x"));
         assert!(is_loopback_url("http://localhost/x"));
