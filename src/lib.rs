@@ -187,6 +187,12 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     for dup in &config.duplicates {
         eprintln!("flagmaster: warning: duplicate entry {dup:?} is downloaded once");
     }
+    if let Some(warning) = config
+        .polite
+        .warning(config.concurrency(), config.fetch.timeout_ms)
+    {
+        eprintln!("flagmaster: warning: {warning}");
+    }
     if leftovers > 0 {
         eprintln!("flagmaster: removed {leftovers} temporary files left by an earlier run");
     }

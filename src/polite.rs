@@ -65,6 +65,23 @@ impl Politeness {
         Some(line)
     }
 
+    /// A warning when `concurrency` workers sharing `--max-rps` would queue
+    /// for longer than an item may take: a slot beyond an item's deadline fails
+    /// it at once, so such a run would end with errors rather than slowly.
+    pub fn warning(&self, concurrency: u32, timeout_ms: u64) -> Option<String> {
+        let rps = self.limits.max_rps?;
+        let workers = f64::from(concurrency.min(self.limits.per_host.unwrap_or(u32::MAX)));
+        let queue_secs = workers / rps;
+        let timeout_secs = timeout_ms as f64 / 1000.0;
+        (queue_secs > timeout_secs).then(|| {
+            format!(
+                "{workers} concurrent requests at {rps} requests/s queue up to {queue_secs:.1} s \
+                 for a slot, longer than --timeout {timeout_secs} s: items may fail with \
+                 \"rate limit wait exceeds timeout\"; use fewer workers or a longer --timeout"
+            )
+        })
+    }
+
     /// The shared region of the run, with a row for each of `procs` worker
     /// processes; `None` when no cap is in effect, so an unlimited run does
     /// not pay for it at all.
@@ -142,6 +159,18 @@ mod tests {
         let path = region.path().to_path_buf();
         drop(region);
         assert!(!path.exists(), "the region is removed with its handle");
+    }
+
+    #[test]
+    fn a_rate_too_low_for_the_workers_and_timeout_is_warned_about() {
+        let p = Politeness::new(Some(2.0), None, false);
+        assert_eq!(p.warning(8, 30_000), None);
+        let w = p.warning(64, 30_000).unwrap();
+        assert!(w.contains("queue up to 32.0 s"), "{w}");
+        // The per-host cap limits who can queue for a slot at once.
+        let p = Politeness::new(Some(2.0), Some(4), false);
+        assert_eq!(p.warning(64, 30_000), None);
+        assert!(Politeness::new(None, None, true).warning(64, 1).is_none());
     }
 
     #[test]

@@ -189,6 +189,28 @@ fn the_caps_are_reminded_in_the_notes() {
         "{line:?} in {}",
         stdout(&out)
     );
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    // Workers that would queue for slots longer than --timeout are warned about.
+    let out = work.run(&[
+        "--base-url",
+        &site.base,
+        "--limit",
+        "2",
+        "--mode",
+        "threads",
+        "--threads",
+        "8",
+        "--max-rps",
+        "2",
+        "--timeout",
+        "1.5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("flagmaster: warning: 8 concurrent requests at 2 requests/s"),
+        "{err}"
+    );
     // Without a cap, a loopback site gets no such line.
     let out = work.run(&["--base-url", &site.base, "--limit", "3", "--mode", "serial"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
