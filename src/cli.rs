@@ -176,6 +176,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 2, help_heading = HTTP)]
     pub retries: u32,
 
+    /// Most requests per second over the whole run, across every thread and
+    /// process; every attempt counts [default: no cap].
+    #[arg(long, value_name = "R", help_heading = HTTP, value_parser = crate::polite::parse_max_rps)]
+    pub max_rps: Option<f64>,
+
+    /// Most requests in flight to one host (host:port) at once, across the
+    /// whole run [default: 8 for a site not on a loopback address, else no cap].
+    #[arg(long, value_name = "N", help_heading = HTTP, value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_host: Option<u32>,
+
     /// Largest body accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024, help_heading = HTTP)]
     pub max_size: u64,

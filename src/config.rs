@@ -13,6 +13,7 @@ use flagmaster_worker::protocol::FetchSettings;
 use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
 use crate::list;
+use crate::polite::Politeness;
 use crate::progress::Display;
 use crate::rerun::Rerun;
 use crate::shard::{self, Shard};
@@ -61,6 +62,8 @@ pub struct RunConfig {
     /// The share of the list this run takes (`--shard` or a scheduler's array).
     pub shard: Option<Shard>,
     pub fetch: FetchSettings,
+    /// `--max-rps` and `--per-host`, with the default for remote sites.
+    pub polite: Politeness,
     pub json: bool,
     pub display: Display,
     /// No notes before the run (`--quiet`).
@@ -133,6 +136,7 @@ impl RunConfig {
                     .map(|h| parse_header(h))
                     .collect::<Result<_, _>>()?,
             },
+            polite: Politeness::new(args.max_rps, args.per_host, env_proxy),
             json: args.json,
             display: Display::choose(args.quiet, args.verbose, args.json),
             quiet: args.quiet,
@@ -349,6 +353,28 @@ mod tests {
         let err = parse_header("X-Key: sec\nret").unwrap_err().to_string();
         assert!(!err.contains("sec"), "{err}");
         assert!(parse_header("no colon").is_err());
+    }
+
+    #[test]
+    fn remote_sites_get_the_default_per_host_cap() {
+        use clap::Parser;
+        let polite = |args: &[&str]| {
+            let cli = crate::cli::Cli::try_parse_from([&["flagmaster"][..], args].concat())
+                .expect("valid arguments");
+            RunConfig::from_args(cli.run).expect("valid config").polite
+        };
+        let remote = polite(&["--server", "REMOTE"]);
+        assert!(remote.remote && remote.default_per_host);
+        assert_eq!(remote.limits.per_host, Some(crate::polite::REMOTE_PER_HOST));
+        let custom = polite(&["--base-url", "https://example.org/f", "--per-host", "2"]);
+        assert!(custom.remote && !custom.default_per_host);
+        assert_eq!(custom.limits.per_host, Some(2));
+        let local = polite(&["--server", "LOCAL", "--max-rps", "5"]);
+        assert!(!local.remote);
+        assert_eq!(local.limits.per_host, None);
+        assert_eq!(local.limits.max_rps, Some(5.0));
+        let loopback = polite(&["--base-url", "http://127.0.0.1:9/f"]);
+        assert!(!loopback.limits.any());
     }
 
     #[test]

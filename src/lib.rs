@@ -18,6 +18,7 @@ pub mod interrupt;
 pub mod list;
 pub mod master;
 pub mod merge;
+pub mod polite;
 pub mod progress;
 pub mod report;
 pub mod rerun;
@@ -178,6 +179,8 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         return Err(Error::EmptyList(config.list_label.clone()));
     }
     config.fetch.env_proxy = !source::all_loopback(&items);
+    // Remote is known for sure once the items are: their hosts decide.
+    config.polite = config.polite.with_remote(config.fetch.env_proxy);
     let shard = config.shard.map(|shard| ShardInfo {
         shard,
         list_items: items.len(),
@@ -218,6 +221,13 @@ fn download(args: RunArgs) -> Result<u8, Error> {
             let _ = writeln!(notes, "Site: {site_label} at {base_url}");
         }
     }
+    let hosts = match config.source {
+        Source::Direct => "each host",
+        _ => base_url.as_str(),
+    };
+    if let Some(line) = config.polite.note(hosts) {
+        let _ = writeln!(notes, "{line}");
+    }
     let share = match &shard {
         Some(info) => format!(
             " (shard {} from {}, of {})",
@@ -240,6 +250,12 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     for dup in &config.duplicates {
         eprintln!("flagmaster: warning: duplicate entry {dup:?} is downloaded once");
     }
+    if let Some(warning) = config
+        .polite
+        .warning(config.concurrency(), config.fetch.timeout_ms)
+    {
+        eprintln!("flagmaster: warning: {warning}");
+    }
     if leftovers > 0 {
         eprintln!("flagmaster: removed {leftovers} temporary files left by an earlier run");
     }
@@ -257,11 +273,17 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         log_dir: config.log_dir.display().to_string(),
         chunk_size,
         shard,
+        max_rps: config.polite.limits.max_rps,
+        per_host: config.polite.limits.per_host,
     };
     let (shard_field, shard_source) = match &shard {
         Some(info) => (info.shard.to_string(), info.shard.source.key()),
         None => ("none".to_string(), "-"),
     };
+    let region = config.polite.region(config.procs)?;
+    let region_path = region
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |r| r.path().display().to_string());
     log.line(&[
         ("event", &"start"),
         ("pid", &std::process::id()),
@@ -281,6 +303,9 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("retries", &config.fetch.retries),
         ("max_size", &config.fetch.max_size),
         ("headers", &config.fetch.headers.len()),
+        ("max_rps", &or_dash(info.max_rps)),
+        ("per_host", &or_dash(info.per_host)),
+        ("polite_region", &region_path),
     ]);
 
     prepared.announce(config.rerun, config.json, &config.dest, &log);
@@ -302,6 +327,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         started: Instant::now(),
         collector: Arc::clone(&collector),
         log,
+        region: region.as_ref().map(|r| r.path().to_path_buf()),
         concluded: AtomicBool::new(false),
         validators: prepared.book,
     });
@@ -310,7 +336,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     // An empty share (more shards than items), or a re-run that skipped every
     // file, is complete without starting a worker.
     if !items_empty {
-        master::run(&config, &collector)?;
+        master::run(&config, &collector, region.as_ref())?;
     }
     drop(site);
     match finale.conclude() {
@@ -338,6 +364,9 @@ pub struct Finale {
     started: Instant,
     pub collector: master::collect::Shared,
     log: Arc<LogFile>,
+    /// The politeness region, removed here too because an interrupted run
+    /// exits from the signal watcher without running destructors.
+    region: Option<PathBuf>,
     concluded: AtomicBool,
     /// The sidecar of `--if-changed`, written when the run ends.
     validators: Option<rerun::Book>,
@@ -363,6 +392,9 @@ impl Finale {
         let _ = remove_leftovers(&self.dest);
         if let Some(book) = &self.validators {
             book.finish(&collected.reports, &self.log);
+        }
+        if let Some(region) = &self.region {
+            let _ = fs::remove_file(region);
         }
         let report = RunReport::new(self.info.clone(), collected, elapsed, interrupted);
         let status = if interrupted {
@@ -391,6 +423,10 @@ impl Finale {
         let _ = stdout.flush();
         Some(status)
     }
+}
+
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
 fn mode_name(mode: Mode) -> &'static str {

@@ -380,6 +380,8 @@ mod tests {
                     dest: "flags".into(),
                     log_dir: "logs".into(),
                     chunk_size: 1,
+                    max_rps: None,
+                    per_host: None,
                     shard: shard.map(|(index, count)| ShardInfo {
                         shard: Shard {
                             index,

@@ -78,6 +78,10 @@ pub struct RunInfo {
     /// The share of the list this run took; `None` for the whole list.
     #[serde(default)]
     pub shard: Option<ShardInfo>,
+    /// `--max-rps` in effect, if any.
+    pub max_rps: Option<f64>,
+    /// `--per-host` in effect (given, or the default for a remote site), if any.
+    pub per_host: Option<u32>,
 }
 
 /// Everything a run reports; `--json` prints it as is, and `merge-reports`
@@ -270,6 +274,8 @@ mod tests {
             log_dir: "logs".into(),
             chunk_size: 1,
             shard: None,
+            max_rps: None,
+            per_host: Some(8),
         }
     }
 
@@ -329,6 +335,8 @@ mod tests {
             serde_json::from_str(&RunReport::new(info(), collected, 0.25, false).to_json())
                 .unwrap();
         assert_eq!(json["mode"], "proc");
+        assert_eq!(json["max_rps"], serde_json::Value::Null);
+        assert_eq!(json["per_host"], 8);
         assert_eq!(json["counts"]["ok"], 1);
         assert_eq!(json["bytes"], 7);
         assert_eq!(json["elapsed_secs"], 0.25);

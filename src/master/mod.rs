@@ -12,10 +12,12 @@ pub mod procs;
 pub mod threads;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use flagmaster_worker::fetch::{Fetcher, WorkerId};
 use flagmaster_worker::log::{worker_log_name, LogFile};
+use flagmaster_worker::polite::Region;
 use flagmaster_worker::run_loop;
 
 use crate::cli::Mode;
@@ -23,16 +25,26 @@ use crate::config::RunConfig;
 use crate::error::Error;
 use collect::{lock, Shared};
 
-/// Runs every item held by `collector` through the workers of `config.mode`.
-pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
+/// Runs every item held by `collector` through the workers of `config.mode`,
+/// all of them held to the caps of `polite` when there are any.
+pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
     match config.mode {
-        Mode::Serial => serial(config, collector),
-        Mode::Threads => threads::run(config, collector),
-        Mode::Proc => procs::run(config, collector),
+        Mode::Serial => serial(config, collector, polite),
+        Mode::Threads => threads::run(config, collector, polite),
+        Mode::Proc => procs::run(config, collector, polite),
     }
 }
 
-fn serial(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
+/// The fetcher of a mode that runs in this process.
+fn local_fetcher(config: &RunConfig, polite: Option<&Region>) -> Fetcher {
+    let fetcher = Fetcher::new(config.fetch.clone(), config.dest.clone());
+    match polite {
+        Some(region) => fetcher.with_gate(Arc::clone(&region.gate)),
+        None => fetcher,
+    }
+}
+
+fn serial(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
     let worker = 1;
     let who = WorkerId {
         worker,
@@ -40,7 +52,7 @@ fn serial(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
         thread: 0,
     };
     let log = open_worker_log(&config.log_dir, worker)?;
-    let fetcher = Fetcher::new(config.fetch.clone(), config.dest.clone());
+    let fetcher = local_fetcher(config, polite);
     lock(collector).add_worker(worker, who.pid, false, None);
     let started = Instant::now();
     let tally = run_loop(

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 use flagmaster_worker::child::SUBCOMMAND;
+use flagmaster_worker::polite::Region;
 use flagmaster_worker::protocol::{Command, Event, Hello, WorkerSetup};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
 
@@ -43,7 +44,7 @@ struct Pending {
     server_name: String,
 }
 
-pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
+pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
     let (accepted_tx, accepted) = unbounded::<(u32, Accepted)>();
@@ -74,7 +75,7 @@ pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
                 let (_, mut p) = pending.swap_remove(pos);
                 match result {
                     Ok((receiver, Event::Hello(hello))) if hello.worker == worker => {
-                        if greet(config, collector, hello, receiver, &events_tx) {
+                        if greet(config, collector, hello, receiver, &events_tx, polite) {
                             children.push((worker, p.child));
                         } else {
                             handshake_failed(
@@ -124,7 +125,19 @@ pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
     drive(collector, events, |worker| {
         let pos = children.iter().position(|(w, _)| *w == worker)?;
         let (_, mut child) = children.swap_remove(pos);
-        Some(describe(reap(&mut child)))
+        let exit = describe(reap(&mut child));
+        if let Some(region) = polite {
+            // A process killed mid-request never dropped its per-host passes.
+            let units = region.gate.reclaim(worker);
+            if units > 0 {
+                lock(collector).log().line(&[
+                    ("event", &"per_host_reclaimed"),
+                    ("worker", &worker),
+                    ("units", &units),
+                ]);
+            }
+        }
+        Some(exit)
     });
     kill_all(children.into_iter().map(|(_, c)| c));
     Ok(())
@@ -182,6 +195,7 @@ fn greet(
     hello: Hello,
     receiver: IpcReceiver<Event>,
     events: &Sender<Envelope>,
+    polite: Option<&Region>,
 ) -> bool {
     let worker = hello.worker;
     let setup = WorkerSetup {
@@ -190,6 +204,7 @@ fn greet(
         dest: config.dest.clone(),
         log: worker_log_path(&config.log_dir, worker),
         fetch: config.fetch.clone(),
+        polite: polite.map(|r| r.path().to_path_buf()),
     };
     if hello.commands.send(Command::Setup(setup)).is_err() {
         return false;

@@ -5,7 +5,8 @@ use std::thread;
 use std::time::Instant;
 
 use crossbeam_channel::{unbounded, Sender};
-use flagmaster_worker::fetch::{Fetcher, WorkerId};
+use flagmaster_worker::fetch::WorkerId;
+use flagmaster_worker::polite::Region;
 use flagmaster_worker::protocol::{Command, Event};
 use flagmaster_worker::run_loop;
 
@@ -29,8 +30,8 @@ impl Drop for GoneGuard {
     }
 }
 
-pub fn run(config: &RunConfig, collector: &Shared) -> Result<(), Error> {
-    let fetcher = Fetcher::new(config.fetch.clone(), config.dest.clone());
+pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
+    let fetcher = super::local_fetcher(config, polite);
     let pid = std::process::id();
     let (events_tx, events) = unbounded::<Envelope>();
     let mut handles = Vec::new();

@@ -13,8 +13,9 @@
 //! conditional requests with a 304 (see [`conditional`]).
 //!
 //! `GET /stats` answers the number of flag requests served so far, in total
-//! and by requested name, as JSON, so tests and benchmarks can see what the
-//! clients really asked for.
+//! and by requested name, their arrival times and the most that were in
+//! flight at once, as JSON, so tests and benchmarks can see what the clients
+//! really asked for, and how fast and how many at a time.
 
 pub mod apis;
 pub mod conditional;
@@ -22,13 +23,13 @@ pub mod faults;
 pub mod flag;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -64,6 +65,9 @@ pub struct SiteConfig {
 /// client asking for endless made-up names must not grow the map forever.
 const MAX_OTHER_NAMES: usize = 10_000;
 
+/// Arrival times `/stats` keeps: the most recent ones, so memory stays bounded.
+const MAX_ARRIVALS: usize = 100_000;
+
 struct Shared {
     flags: Arc<HashMap<String, Bytes>>,
     /// The raw listener of the faults hyper will not produce (see [`wire`]).
@@ -74,12 +78,47 @@ struct Shared {
     /// Flag requests by requested name (fault suffix included). The counts
     /// also drive the faults that fail only the first requests of a name.
     by_name: Mutex<HashMap<String, u64>>,
+    /// When the site started: arrival times are counted from here.
+    started: Instant,
+    /// Arrival of each flag request, in ms since `started` (the last
+    /// [`MAX_ARRIVALS`]), so a test can check a client's request rate.
+    arrivals: Mutex<VecDeque<f64>>,
+    /// Flag requests being answered right now, and the most there ever were.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Counts a flag request as in flight while it lives; dropped when the answer
+/// is ready or when the request is cancelled (the client went away), so an
+/// abandoned request is not counted forever.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(site: &'a Shared) -> InFlight<'a> {
+        let now = site.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        site.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(site)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
     /// Counts a request of `requested` and returns its count so far.
     fn count(&self, requested: &str, servable: bool) -> u64 {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        {
+            let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            let mut arrivals = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+            if arrivals.len() == MAX_ARRIVALS {
+                arrivals.pop_front();
+            }
+            arrivals.push_back(ms);
+        }
         // A panic while holding the lock cannot leave a count half-updated.
         let mut by_name = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = by_name.get_mut(requested) {
@@ -216,6 +255,10 @@ fn router(
         faults,
         requests: AtomicU64::new(0),
         by_name: Mutex::new(HashMap::new()),
+        started: Instant::now(),
+        arrivals: Mutex::new(VecDeque::new()),
+        in_flight: AtomicU64::new(0),
+        max_in_flight: AtomicU64::new(0),
     });
     Router::new()
         .route(&format!("{FLAGS_PATH}/{{file}}"), get(serve_flag))
@@ -230,6 +273,7 @@ async fn serve_flag(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let _in_flight = InFlight::enter(&site);
     let requested = file.strip_suffix(".jpg");
     let resolved = requested.and_then(|name| faults::resolve(name, |n| site.flags.contains_key(n)));
     let count = site.count(requested.unwrap_or(&file), resolved.is_some());
@@ -311,7 +355,21 @@ async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {
         .iter()
         .map(|(name, count)| (name.clone(), *count))
         .collect();
-    let body = serde_json::json!({ "requests": requests, "by_name": by_name });
+    let arrivals_ms: Vec<f64> = site
+        .arrivals
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        // Microseconds are plenty, and keep the document short.
+        .map(|ms| (ms * 1000.0).round() / 1000.0)
+        .collect();
+    let max_in_flight = site.max_in_flight.load(Ordering::SeqCst);
+    let body = serde_json::json!({
+        "requests": requests,
+        "by_name": by_name,
+        "arrivals_ms": arrivals_ms,
+        "max_in_flight": max_in_flight,
+    });
     (
         [(header::CONTENT_TYPE, "application/json")],
         format!("{body}\n"),

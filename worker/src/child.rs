@@ -18,6 +18,7 @@ use ipc_channel::ipc::{self, IpcSender};
 
 use crate::fetch::{Fetcher, WorkerId};
 use crate::log::LogFile;
+use crate::polite::Gate;
 use crate::protocol::{Command, Event, Hello};
 use crate::{run_loop, Tally};
 
@@ -44,6 +45,8 @@ pub enum ChildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot map the politeness region: {0}")]
+    Polite(#[source] std::io::Error),
     #[error("a worker thread panicked")]
     Panicked,
 }
@@ -86,7 +89,11 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         path: setup.log.display().to_string(),
         source,
     })?;
-    let fetcher = Fetcher::new(setup.fetch.clone(), setup.dest.clone());
+    let mut fetcher = Fetcher::new(setup.fetch.clone(), setup.dest.clone());
+    if let Some(path) = &setup.polite {
+        let gate = Gate::open(path, worker).map_err(ChildError::Polite)?;
+        fetcher = fetcher.with_gate(Arc::new(gate));
+    }
     let started = Instant::now();
 
     let finishing = Arc::new(AtomicBool::new(false));

@@ -29,6 +29,7 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 use crate::log::LogFile;
+use crate::polite::{host_key, Gate};
 use crate::protocol::{FetchSettings, Item, ItemReport, Status, Validators};
 use crate::save::{check_file_name, extension_for_type, save_stream, Expect, SaveError};
 
@@ -56,6 +57,9 @@ pub struct Fetcher {
     agent: Agent,
     settings: Arc<FetchSettings>,
     dest: Arc<PathBuf>,
+    /// The run's politeness caps, shared with every other worker; `None` when
+    /// no cap is in effect, which costs nothing.
+    gate: Option<Arc<Gate>>,
 }
 
 /// The result of one attempt.
@@ -113,7 +117,15 @@ impl Fetcher {
             agent,
             settings: Arc::new(settings),
             dest: Arc::new(dest),
+            gate: None,
         }
+    }
+
+    /// Makes every attempt wait for the run's politeness caps (`--max-rps`,
+    /// `--per-host`) first.
+    pub fn with_gate(mut self, gate: Arc<Gate>) -> Fetcher {
+        self.gate = Some(gate);
+        self
     }
 
     /// Fetches and saves one item, retrying transient failures within the
@@ -126,14 +138,43 @@ impl Fetcher {
         let mut attempt_no = 0;
         loop {
             attempt_no += 1;
-            let attempt_started = Instant::now();
-            let remaining = deadline.saturating_duration_since(attempt_started);
+            let mut attempt_started = Instant::now();
+            let mut waited = None;
             let attempt = if crate::stopping() {
                 Attempt::failed("interrupted".into(), None, false)
+            } else if let Err(e) = check_file_name(&item.file) {
+                // Refused before asking for a slot: no request is made.
+                Attempt::failed(e.to_string(), None, false)
             } else {
-                self.attempt(item, remaining)
+                let remaining = deadline.saturating_duration_since(attempt_started);
+                match self
+                    .gate
+                    .as_deref()
+                    .map(|g| g.admit(host_key(&item.url), remaining))
+                {
+                    None => self.attempt(item, remaining),
+                    Some(Err(refused)) => {
+                        waited = Some(attempt_started.elapsed());
+                        Attempt::failed(refused.to_string(), None, false)
+                    }
+                    Some(Ok(_pass)) => {
+                        // The pass is held until the attempt is over, body included.
+                        let admitted = Instant::now();
+                        waited = Some(admitted - attempt_started);
+                        attempt_started = admitted;
+                        self.attempt(item, deadline.saturating_duration_since(admitted))
+                    }
+                }
             };
-            log_attempt(log, who, item, attempt_no, &attempt, attempt_started);
+            log_attempt(
+                log,
+                who,
+                item,
+                attempt_no,
+                &attempt,
+                attempt_started,
+                waited,
+            );
             let wait = backoff(attempt_no, attempt.retry_after);
             let retry = attempt.transient
                 && attempt_no < max_attempts
@@ -159,10 +200,8 @@ impl Fetcher {
     }
 
     /// One request with at most `budget` for all of it.
+    /// The file name has been checked by the caller.
     fn attempt(&self, item: &Item, budget: Duration) -> Attempt {
-        if let Err(e) = check_file_name(&item.file) {
-            return Attempt::failed(e.to_string(), None, false);
-        }
         let mut request = self.agent.get(&item.url);
         for (name, value) in &self.settings.headers {
             request = request.header(name, value);
@@ -340,12 +379,14 @@ fn log_attempt(
     attempt_no: u32,
     attempt: &Attempt,
     started: Instant,
+    waited: Option<Duration>,
 ) {
     let http = attempt
         .http
         .map_or_else(|| "-".to_string(), |c| c.to_string());
     let ms = millis(started.elapsed());
     let status = attempt.status.label();
+    let wait_ms = waited.map(millis);
     let mut fields: Vec<(&str, &dyn std::fmt::Display)> = vec![
         ("worker", &who.worker),
         ("pid", &who.pid),
@@ -358,6 +399,10 @@ fn log_attempt(
         ("ms", &ms),
         ("url", &item.url),
     ];
+    // Only with a politeness cap: how long the attempt waited for it.
+    if let Some(wait_ms) = &wait_ms {
+        fields.push(("wait_ms", wait_ms));
+    }
     if let Some(reason) = &attempt.reason {
         fields.push(("reason", reason));
     }

@@ -10,6 +10,7 @@
 pub mod child;
 pub mod fetch;
 pub mod log;
+pub mod polite;
 pub mod protocol;
 pub mod save;
 

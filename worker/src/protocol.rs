@@ -149,6 +149,9 @@ pub struct WorkerSetup {
     /// worker's stderr, so it is opened for appending.
     pub log: PathBuf,
     pub fetch: FetchSettings,
+    /// The run's politeness region (`--max-rps`, `--per-host`), which the
+    /// worker maps to share the caps with every other worker; `None`: no cap.
+    pub polite: Option<PathBuf>,
 }
 
 /// How a worker talks HTTP. Each field documents its default, which lives in
