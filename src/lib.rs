@@ -48,6 +48,7 @@ use site::{Site, SiteConfig};
 
 /// Parses the command line, runs, and maps the outcome to an exit status.
 pub fn main() -> ExitCode {
+    raise_fd_limit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
@@ -73,6 +74,25 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("flagmaster: {e}");
             ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// A run with 1000 connections holds about 2000 descriptors (sockets, files
+/// being written), and the built-in site as many; the usual soft limit of 1024
+/// would make connects fail. The hard limit is ours to use, so the soft one is
+/// raised to it, as Go's runtime does. Worker processes inherit it.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }
