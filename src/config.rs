@@ -119,6 +119,8 @@ impl RunConfig {
                     .iter()
                     .map(|h| parse_header(h))
                     .collect::<Result<_, _>>()?,
+                blur: args.blur,
+                keep_original: args.keep_original,
             },
             json: args.json,
         })

@@ -368,6 +368,7 @@ impl Collector {
                     ms: 0,
                     attempts: 0,
                     reason: Some(reason.into()),
+                    blur_ms: None,
                     worker: 0,
                     thread: 0,
                 });

@@ -19,6 +19,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
+use crate::blur;
 use crate::log::LogFile;
 use crate::protocol::{FetchSettings, Item, ItemReport, Status};
 use crate::save::{check_file_name, save_stream, Expect, SaveError};
@@ -55,6 +56,8 @@ struct Attempt {
     /// Worth another attempt (connection errors, timeouts, 408, 429, 5xx).
     transient: bool,
     retry_after: Option<Duration>,
+    /// Time spent in the blur stage, when it ran.
+    blur_ms: Option<u64>,
 }
 
 impl Attempt {
@@ -66,6 +69,7 @@ impl Attempt {
             reason: Some(reason),
             transient,
             retry_after: None,
+            blur_ms: None,
         }
     }
 }
@@ -134,6 +138,7 @@ impl Fetcher {
                     ms: millis(started.elapsed()),
                     attempts: attempt_no,
                     reason: attempt.reason,
+                    blur_ms: attempt.blur_ms,
                     worker: who.worker,
                     thread: who.thread,
                 };
@@ -190,14 +195,7 @@ impl Fetcher {
             };
             let mut body = response.body_mut().as_reader();
             return match save_stream(&self.dest, &item.file, &mut body, expect) {
-                Ok(bytes) => Attempt {
-                    status: Status::Ok,
-                    http: Some(code),
-                    bytes,
-                    reason: None,
-                    transient: false,
-                    retry_after: None,
-                },
+                Ok(bytes) => self.after_save(item, code, bytes),
                 Err(e) => {
                     let transient =
                         matches!(e, SaveError::Read(_) | SaveError::LengthMismatch { .. });
@@ -235,12 +233,56 @@ impl Fetcher {
                 reason: Some(format!("HTTP {code}")),
                 transient: false,
                 retry_after: None,
+                blur_ms: None,
             };
         }
         let transient = code == 408 || code == 429 || (500..600).contains(&code);
         Attempt {
             retry_after,
             ..Attempt::failed(format!("HTTP {code}"), Some(code), transient)
+        }
+    }
+}
+
+impl Fetcher {
+    /// The outcome of a saved body: OK, after the blur stage when `--blur`
+    /// asks for it. An image that cannot be blurred fails the item for good
+    /// (another download would bring the same bytes) and leaves no file.
+    fn after_save(&self, item: &Item, code: u16, bytes: u64) -> Attempt {
+        let ok = Attempt {
+            status: Status::Ok,
+            http: Some(code),
+            bytes,
+            reason: None,
+            transient: false,
+            retry_after: None,
+            blur_ms: None,
+        };
+        let Some(sigma) = self.settings.blur else {
+            return ok;
+        };
+        let keep = self.settings.keep_original;
+        let started = Instant::now();
+        let result = blur::blur_file(&self.dest, &item.file, sigma, keep, self.settings.max_size);
+        let blur_ms = Some(millis(started.elapsed()));
+        match result {
+            // The reported bytes are those written to the dest, as without --blur.
+            Ok(blurred) => Attempt {
+                bytes: if keep {
+                    bytes + blurred.bytes
+                } else {
+                    blurred.bytes
+                },
+                blur_ms,
+                ..ok
+            },
+            Err(e) => {
+                let _ = std::fs::remove_file(self.dest.join(&item.file));
+                Attempt {
+                    blur_ms,
+                    ..Attempt::failed(e.to_string(), Some(code), false)
+                }
+            }
         }
     }
 }
@@ -307,8 +349,11 @@ fn log_attempt(
         ("http", &http),
         ("bytes", &attempt.bytes),
         ("ms", &ms),
-        ("url", &item.url),
     ];
+    if let Some(blur_ms) = &attempt.blur_ms {
+        fields.push(("blur_ms", blur_ms));
+    }
+    fields.push(("url", &item.url));
     if let Some(reason) = &attempt.reason {
         fields.push(("reason", reason));
     }

@@ -61,6 +61,9 @@ pub struct ItemReport {
     pub attempts: u32,
     /// Short reason for `Error` (and `NotFound`), e.g. `HTTP 503` or `timeout`.
     pub reason: Option<String>,
+    /// Milliseconds spent decoding, blurring and re-encoding the image
+    /// (`--blur`), when that stage ran.
+    pub blur_ms: Option<u64>,
     /// The worker (1-based) and the thread inside it (0-based) that handled it.
     pub worker: u32,
     pub thread: u32,
@@ -145,4 +148,8 @@ pub struct FetchSettings {
     pub pool_per_host: u32,
     /// Extra request headers (`--header`), e.g. `Authorization`. Never logged.
     pub headers: Vec<(String, String)>,
+    /// Gaussian blur applied to each saved image (`--blur SIGMA`), if any.
+    pub blur: Option<f32>,
+    /// With `blur`, keep the downloaded file and write the blurred one next to it.
+    pub keep_original: bool,
 }
