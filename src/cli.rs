@@ -125,7 +125,7 @@ pub struct RunArgs {
 
     /// With --blur, keep the downloaded image and save the blurred one next to
     /// it as NAME.blur.jpg.
-    #[arg(long, requires = "blur")]
+    #[arg(long)]
     pub keep_original: bool,
 
     /// Extra request header, 'Name: value' (repeatable), e.g. an API's
@@ -329,7 +329,6 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(Cli::try_parse_from(["flagmaster", "--keep-original"]).is_err());
         assert_eq!(parse_image_size("640x426"), Ok((640, 426)));
         assert_eq!(parse_image_size("96X64"), Ok((96, 64)));
         for bad in ["640", "0x10", "10x0", "x", "99999x10", "axb"] {
