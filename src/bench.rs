@@ -135,7 +135,10 @@ pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample
                     0.0
                 }
             };
-            let limit = latency.map(|l| (items as f64 / setup.concurrency() as f64).ceil() * l);
+            // A site without latency has no latency limit to compare with.
+            let limit = latency
+                .filter(|l| *l > 0.0)
+                .map(|l| (items as f64 / setup.concurrency() as f64).ceil() * l);
             Row {
                 median_secs,
                 min_secs: secs.first().copied().unwrap_or(0.0),

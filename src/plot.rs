@@ -4,6 +4,7 @@
 //! out by whoever displays it).
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// One bar: a setup's label and its times in seconds.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,13 +37,14 @@ fn draw(svg: &mut String, title: &str, bars: &[Bar]) -> Result<(), Box<dyn std::
         .fold(0.0, f64::max);
     // Headroom for the value labels above the whiskers.
     let y_max = if top > 0.0 { top * 1.15 } else { 1.0 };
-    let n = bars.len() as i32;
+    // A discrete range of i32 includes its end: 0..n-1 gives n segments.
+    let last = (bars.len() as i32 - 1).max(0);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..y_max)?;
+        .build_cartesian_2d((0..last).into_segmented(), 0.0..y_max)?;
     let label = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) => usize::try_from(*i)
             .ok()
@@ -53,13 +55,15 @@ fn draw(svg: &mut String, title: &str, bars: &[Bar]) -> Result<(), Box<dyn std::
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
         .x_labels(bars.len().max(1))
         .x_label_formatter(&label)
         .x_desc("setup (mode, workers x threads)")
         .y_desc("elapsed seconds: median, whisker min-max")
         .axis_desc_style(("sans-serif", 14))
         .draw()?;
-    chart.draw_series(bars.iter().zip(0..).map(|(b, i)| {
+    let positions = || bars.iter().zip(0..);
+    chart.draw_series(positions().map(|(b, i)| {
         let mut bar = Rectangle::new(
             [
                 (SegmentValue::Exact(i), 0.0),
@@ -70,24 +74,30 @@ fn draw(svg: &mut String, title: &str, bars: &[Bar]) -> Result<(), Box<dyn std::
         bar.set_margin(0, 0, 18, 18);
         bar
     }))?;
-    chart.draw_series(bars.iter().zip(0..).map(|(b, i)| {
-        ErrorBar::new_vertical(
-            SegmentValue::CenterOf(i),
-            b.min,
-            b.median,
-            b.max,
-            BLACK.stroke_width(2),
-            16,
-        )
+    // Whiskers: a line from the fastest to the slowest run, with caps drawn
+    // in pixels so that they keep their width at any scale.
+    let whisker = BLACK.stroke_width(2);
+    chart.draw_series(positions().map(|(b, i)| {
+        let x = SegmentValue::CenterOf(i);
+        PathElement::new(vec![(x.clone(), b.min), (x, b.max)], whisker)
     }))?;
-    chart.draw_series(bars.iter().zip(0..).map(|(b, i)| {
+    let caps = positions().flat_map(|(b, i)| [(i, b.min), (i, b.max)]);
+    chart.draw_series(caps.map(|(i, y)| {
+        EmptyElement::at((SegmentValue::CenterOf(i), y))
+            + PathElement::new(vec![(-8, 0), (8, 0)], whisker)
+    }))?;
+    let value_style = ("sans-serif", 13)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    chart.draw_series(positions().map(|(b, i)| {
         Text::new(
             format!("{:.2} s", b.median),
             (
                 SegmentValue::CenterOf(i),
                 b.max.max(b.median) + y_max * 0.02,
             ),
-            ("sans-serif", 13).into_font().color(&BLACK),
+            value_style.clone(),
         )
     }))?;
     root.present()?;
@@ -126,8 +136,9 @@ mod tests {
         ] {
             assert!(svg.contains(text), "{text} missing");
         }
-        // Two bars plus the background.
+        // Two bars plus the background; two whiskers with two caps each.
         assert!(svg.matches("<rect").count() >= 3);
+        assert!(svg.matches("<polyline").count() >= 6, "{svg}");
     }
 
     #[test]
