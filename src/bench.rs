@@ -63,7 +63,7 @@ pub struct Sample {
     pub cpu_secs: f64,
     /// Peak resident set of the largest process of the run, in MB.
     pub peak_rss_mb: f64,
-    /// Seconds the workers spent blurring (`--blur`), summed over items.
+    /// CPU seconds the workers spent blurring (`--blur`), summed over items.
     pub blur_secs: Option<f64>,
 }
 
@@ -185,7 +185,7 @@ impl Bench {
             "complete",
         ];
         if with_blur {
-            header.insert(header.len() - 1, "blur s");
+            header.insert(header.len() - 1, "blur CPU s");
         }
         let lines: Vec<Vec<String>> = self
             .rows
@@ -602,7 +602,10 @@ mod tests {
         };
         assert_eq!(bench.rows[0].blur_secs, Some(1.7));
         let md = bench.table(true);
-        assert!(md.contains("| peak RSS MB | blur s | complete |"), "{md}");
+        assert!(
+            md.contains("| peak RSS MB | blur CPU s | complete |"),
+            "{md}"
+        );
         assert!(md.contains("| 8.0 | 1.70 | 3/3 |"), "{md}");
     }
 

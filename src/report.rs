@@ -56,7 +56,7 @@ pub struct RunReport {
     /// Bytes saved to disk: the sum of the sizes of the files written.
     pub bytes: u64,
     pub elapsed_secs: f64,
-    /// Seconds the workers spent in the blur stage (`--blur`), summed over
+    /// CPU seconds the workers spent in the blur stage (`--blur`), summed over
     /// items; `None` without `--blur`.
     pub blur_secs: Option<f64>,
     /// The run was interrupted; unfinished items count as errors ("interrupted").
@@ -176,7 +176,7 @@ impl RunReport {
                 .count();
             let _ = writeln!(
                 out,
-                "{blurred} images blurred, {secs:.3} s of blurring in the workers"
+                "{blurred} images blurred, {secs:.3} CPU s of blurring in the workers"
             );
         }
         let _ = writeln!(
@@ -312,7 +312,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[lines.len() - 4],
-            "1 images blurred, 0.255 s of blurring in the workers"
+            "1 images blurred, 0.255 CPU s of blurring in the workers"
         );
     }
 }

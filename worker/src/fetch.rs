@@ -262,9 +262,9 @@ impl Fetcher {
             return ok;
         };
         let keep = self.settings.keep_original;
-        let started = Instant::now();
+        let watch = blur::CpuStopwatch::start();
         let result = blur::blur_file(&self.dest, &item.file, sigma, keep, self.settings.max_size);
-        let blur_ms = Some(millis(started.elapsed()));
+        let blur_ms = Some(watch.elapsed_ms());
         match result {
             // The reported bytes are those written to the dest, as without --blur.
             Ok(blurred) => Attempt {

@@ -61,8 +61,8 @@ pub struct ItemReport {
     pub attempts: u32,
     /// Short reason for `Error` (and `NotFound`), e.g. `HTTP 503` or `timeout`.
     pub reason: Option<String>,
-    /// Milliseconds spent decoding, blurring and re-encoding the image
-    /// (`--blur`), when that stage ran.
+    /// CPU milliseconds the worker thread spent decoding, blurring,
+    /// re-encoding and writing the image (`--blur`), when that stage ran.
     pub blur_ms: Option<u64>,
     /// The worker (1-based) and the thread inside it (0-based) that handled it.
     pub worker: u32,
