@@ -14,9 +14,10 @@ use image::{Rgb, RgbImage};
 pub const WIDTH: u32 = 96;
 /// Height of every flag (a 3:2 flag).
 pub const HEIGHT: u32 = 64;
-/// Longest side of a flag of another size (`serve --image-size`): 4096 x 4096
-/// is 48 MB of pixels, which a site serving ~200 of them can still hold.
-pub const MAX_SIDE: u32 = 4096;
+/// Longest side of a flag of another size (`serve --image-size`). The site
+/// holds every flag in memory, and the grain makes them weigh about 1.5 MB
+/// per megapixel: ~200 flags of 2048 x 2048 are already over a gigabyte.
+pub const MAX_SIDE: u32 = 2048;
 
 const PALETTE: [[u8; 3]; 9] = [
     [206, 17, 38],   // red
