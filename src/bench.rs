@@ -63,6 +63,8 @@ pub struct Sample {
     pub cpu_secs: f64,
     /// Peak resident set of the largest process of the run, in MB.
     pub peak_rss_mb: f64,
+    /// CPU seconds the workers spent blurring (`--blur`), summed over items.
+    pub blur_secs: Option<f64>,
 }
 
 /// A row of the comparison.
@@ -80,6 +82,8 @@ pub struct Row {
     pub efficiency: Option<f64>,
     pub cpu_secs: f64,
     pub peak_rss_mb: f64,
+    /// Median of the runs' blurring seconds (`--blur`).
+    pub blur_secs: Option<f64>,
     /// Runs in which every item was downloaded, of all runs.
     pub complete_runs: usize,
     pub samples: Vec<Sample>,
@@ -93,6 +97,8 @@ pub struct Bench {
     pub site: String,
     /// Mean latency of the built-in site, in seconds.
     pub mean_latency_secs: Option<f64>,
+    /// The `--blur` sigma of every run, if any.
+    pub blur_sigma: Option<f32>,
     pub rows: Vec<Row>,
 }
 
@@ -120,6 +126,8 @@ pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample
             let mut cpu: Vec<f64> = samples.iter().map(|s| s.cpu_secs).collect();
             cpu.sort_by(f64::total_cmp);
             let bytes = samples.first().map_or(0, |s| s.bytes);
+            let mut blur: Vec<f64> = samples.iter().filter_map(|s| s.blur_secs).collect();
+            blur.sort_by(f64::total_cmp);
             let rate = |x: f64| {
                 if median_secs > 0.0 {
                     x / median_secs
@@ -127,7 +135,10 @@ pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample
                     0.0
                 }
             };
-            let limit = latency.map(|l| (items as f64 / setup.concurrency() as f64).ceil() * l);
+            // A site without latency has no latency limit to compare with.
+            let limit = latency
+                .filter(|l| *l > 0.0)
+                .map(|l| (items as f64 / setup.concurrency() as f64).ceil() * l);
             Row {
                 median_secs,
                 min_secs: secs.first().copied().unwrap_or(0.0),
@@ -138,6 +149,7 @@ pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample
                 efficiency: limit.filter(|_| median_secs > 0.0).map(|l| l / median_secs),
                 cpu_secs: median(&cpu),
                 peak_rss_mb: samples.iter().map(|s| s.peak_rss_mb).fold(0.0, f64::max),
+                blur_secs: (!blur.is_empty()).then(|| median(&blur)),
                 complete_runs: samples.iter().filter(|s| s.ok == items as u64).count(),
                 setup,
                 samples,
@@ -159,7 +171,8 @@ pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample
 impl Bench {
     /// The table, as text (`markdown` false) or as a markdown table.
     pub fn table(&self, markdown: bool) -> String {
-        let header = [
+        let with_blur = self.rows.iter().any(|r| r.blur_secs.is_some());
+        let mut header = vec![
             "mode",
             "workers x threads",
             "median s (min-max)",
@@ -171,11 +184,14 @@ impl Bench {
             "peak RSS MB",
             "complete",
         ];
+        if with_blur {
+            header.insert(header.len() - 1, "blur CPU s");
+        }
         let lines: Vec<Vec<String>> = self
             .rows
             .iter()
             .map(|r| {
-                vec![
+                let mut cells = vec![
                     r.setup.mode.clone(),
                     format!("{} x {}", r.setup.procs, r.setup.threads),
                     format!("{:.3} ({:.3}-{:.3})", r.median_secs, r.min_secs, r.max_secs),
@@ -188,7 +204,12 @@ impl Bench {
                     format!("{:.2}", r.cpu_secs),
                     format!("{:.1}", r.peak_rss_mb),
                     format!("{}/{}", r.complete_runs, r.samples.len()),
-                ]
+                ];
+                if with_blur {
+                    let blur = r.blur_secs.map_or("-".into(), |b| format!("{b:.2}"));
+                    cells.insert(cells.len() - 1, blur);
+                }
+                cells
             })
             .collect();
         let mut out = String::new();
@@ -218,7 +239,7 @@ impl Bench {
                 .collect();
             padded.join("  ").trim_end().to_string() + "\n"
         };
-        out.push_str(&row(header.to_vec()));
+        out.push_str(&row(header.clone()));
         for line in &lines {
             out.push_str(&row(line.iter().map(String::as_str).collect()));
         }
@@ -230,6 +251,11 @@ impl Bench {
 pub fn run(args: BenchArgs) -> Result<u8, Error> {
     let names = bench_names(args.items.map(|n| n as usize));
     let setups = setups(&args)?;
+    // An unwritable plot must not cost minutes of measurements first.
+    let plot = match &args.plot {
+        Some(path) => Some((path.clone(), open_plot(path)?)),
+        None => None,
+    };
     let exe = std::env::current_exe()
         .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
     let (_site, base, site_label, latency) = match &args.base_url {
@@ -240,6 +266,7 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
                 delay_ms: args.delay_ms,
                 jitter_ms: args.jitter_ms,
                 error_rate: 0.0,
+                image_size: args.image_size,
             };
             let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
             let site = Site::start(config, bind).map_err(|source| Error::Site {
@@ -247,8 +274,9 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
                 source,
             })?;
             let base = site.base_url();
+            let (w, h) = args.image_size;
             let label = format!(
-                "built-in, {}-{} ms latency",
+                "built-in, {}-{} ms latency, {w}x{h} px",
                 args.delay_ms,
                 args.delay_ms + args.jitter_ms
             );
@@ -267,8 +295,11 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         path: list_path.clone(),
         source,
     })?;
+    let blur_note = args
+        .blur
+        .map_or_else(String::new, |s| format!(", --blur {s}"));
     eprintln!(
-        "bench: {} items from {base} ({site_label}), {} run(s) after a warm-up per setup",
+        "bench: {} items from {base} ({site_label}), {} run(s) after a warm-up per setup{blur_note}",
         names.len(),
         args.runs
     );
@@ -276,7 +307,7 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
     for setup in setups {
         let mut samples = Vec::new();
         for run in 0..=args.runs {
-            let sample = measure(&exe, &setup, &base, &list_path, work.path())?;
+            let sample = measure(&exe, &setup, &base, &list_path, work.path(), args.blur)?;
             if run > 0 {
                 eprintln!(
                     "bench: {} {}x{} run {run}: {:.3} s, {} ok",
@@ -292,6 +323,7 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         runs: args.runs,
         site: site_label,
         mean_latency_secs: latency,
+        blur_sigma: args.blur,
         rows: rows(names.len(), latency, measured),
     };
     let out = if args.json {
@@ -300,6 +332,10 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         bench.table(args.markdown)
     };
     print!("{out}");
+    if let Some((path, file)) = plot {
+        write_plot(&bench, &path, file)?;
+        eprintln!("bench: chart written to {}", path.display());
+    }
     let complete = bench
         .rows
         .iter()
@@ -309,6 +345,51 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
     } else {
         crate::exit::SOME_FAILED
     })
+}
+
+/// Creates the `--plot` file now, so that a bad path is a usage error before
+/// any measurement; it is filled in at the end.
+fn open_plot(path: &Path) -> Result<std::fs::File, Error> {
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if !svg {
+        return Err(Error::Usage(format!(
+            "bad --plot {}: the chart is SVG, name it FILE.svg",
+            path.display()
+        )));
+    }
+    std::fs::File::create(path).map_err(|source| Error::Unwritable {
+        what: "--plot",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_plot(bench: &Bench, path: &Path, mut file: std::fs::File) -> Result<(), Error> {
+    use std::io::Write as _;
+    let bars: Vec<crate::plot::Bar> = bench
+        .rows
+        .iter()
+        .map(|r| crate::plot::Bar {
+            label: format!("{} {}x{}", r.setup.mode, r.setup.procs, r.setup.threads),
+            median: r.median_secs,
+            min: r.min_secs,
+            max: r.max_secs,
+        })
+        .collect();
+    let mut title = format!("flagmaster bench: {} items, {}", bench.items, bench.site);
+    if let Some(sigma) = bench.blur_sigma {
+        title += &format!(", --blur {sigma}");
+    }
+    let svg = crate::plot::bar_chart_svg(&title, &bars).map_err(Error::Usage)?;
+    file.write_all(svg.as_bytes())
+        .and_then(|()| file.flush())
+        .map_err(|source| Error::Unwritable {
+            what: "--plot",
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// The built-in list, extended with made-up names when more items are asked for.
@@ -365,6 +446,7 @@ fn measure(
     base: &str,
     list: &Path,
     work: &Path,
+    blur: Option<f32>,
 ) -> Result<Sample, Error> {
     let run_dir = tempfile::tempdir_in(work).map_err(|source| Error::Unwritable {
         what: "temporary directory",
@@ -380,6 +462,7 @@ fn measure(
         .arg("--log-dir")
         .arg(run_dir.path().join("logs"))
         .args(setup.args())
+        .args(blur.map(|s| format!("--blur={s}")))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -399,6 +482,7 @@ fn measure(
         bytes: report["bytes"].as_u64().unwrap_or(0),
         cpu_secs,
         peak_rss_mb,
+        blur_secs: report["blur_secs"].as_f64(),
     })
 }
 
@@ -430,6 +514,7 @@ mod tests {
             bytes: 2_000_000,
             cpu_secs: 0.5,
             peak_rss_mb: 8.0,
+            blur_secs: None,
         }
     }
 
@@ -475,6 +560,7 @@ mod tests {
             runs: 1,
             site: "x".into(),
             mean_latency_secs: None,
+            blur_sigma: None,
             rows: rows(10, None, vec![(setup("threads", 1, 4), vec![sample(0.5)])]),
         };
         let text = bench.table(false);
@@ -494,6 +580,33 @@ mod tests {
             ),
             "{md}"
         );
+    }
+
+    #[test]
+    fn blur_column_only_with_blur() {
+        let blurred = |secs, blur| Sample {
+            blur_secs: Some(blur),
+            ..sample(secs)
+        };
+        let measured = vec![(
+            setup("proc", 2, 1),
+            vec![blurred(1.0, 1.5), blurred(1.2, 1.9), blurred(1.1, 1.7)],
+        )];
+        let bench = Bench {
+            items: 10,
+            runs: 3,
+            site: "x".into(),
+            mean_latency_secs: None,
+            blur_sigma: Some(15.0),
+            rows: rows(10, None, measured),
+        };
+        assert_eq!(bench.rows[0].blur_secs, Some(1.7));
+        let md = bench.table(true);
+        assert!(
+            md.contains("| peak RSS MB | blur CPU s | complete |"),
+            "{md}"
+        );
+        assert!(md.contains("| 8.0 | 1.70 | 3/3 |"), "{md}");
     }
 
     #[test]

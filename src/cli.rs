@@ -202,6 +202,16 @@ pub struct RunArgs {
     #[arg(long, help_heading = FILES)]
     pub if_changed: bool,
 
+    /// Blur every downloaded image with a Gaussian of SIGMA pixels (0 < SIGMA <= 100),
+    /// in the worker that fetched it; the blurred image replaces the download.
+    #[arg(long, value_name = "SIGMA", value_parser = parse_sigma, help_heading = FILES)]
+    pub blur: Option<f32>,
+
+    /// With --blur, keep the downloaded image and save the blurred one next to
+    /// it as NAME.blur.jpg.
+    #[arg(long, help_heading = FILES)]
+    pub keep_original: bool,
+
     /// Extra request header 'Name: value', repeatable (e.g. 'Authorization:
     /// Client-ID ...'); values never appear in logs or reports.
     #[arg(long = "header", value_name = "HEADER", help_heading = HTTP)]
@@ -249,14 +259,19 @@ pub struct ServeArgs {
 
     /// Fail every flag request this way: slow-headers, hang, trickle, reset,
     /// short-body, status-429, status-503, flaky, huge, gzip-bomb, redirect,
-    /// redirect-loop or html-200. A request for {name}__{fault}.jpg gets that
-    /// fault instead.
+    /// redirect-loop, html-200, long-body, bad-chunked or bad-image. A request
+    /// for {name}__{fault}.jpg gets that fault instead.
     #[arg(long, value_name = "KIND")]
     pub fault: Option<crate::site::Fault>,
 
     /// Wait of the slow-headers and trickle faults, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = crate::site::faults::DEFAULT_FAULT_MS)]
     pub fault_ms: u64,
+
+    /// Size of the generated flags, WIDTHxHEIGHT in pixels (larger pictures make
+    /// --blur CPU-bound).
+    #[arg(long, value_name = "WxH", default_value = "96x64", value_parser = parse_image_size)]
+    pub image_size: (u32, u32),
 }
 
 #[derive(Args, Debug)]
@@ -312,6 +327,19 @@ pub struct BenchArgs {
     /// Print the table as markdown.
     #[arg(long, conflicts_with = "json")]
     pub markdown: bool,
+
+    /// Pass --blur SIGMA to every measured run: the CPU-bound comparison.
+    #[arg(long, value_name = "SIGMA", value_parser = parse_sigma)]
+    pub blur: Option<f32>,
+
+    /// Size of the built-in site's flags, WIDTHxHEIGHT in pixels.
+    #[arg(long, value_name = "WxH", default_value = "96x64", value_parser = parse_image_size,
+          conflicts_with = "base_url")]
+    pub image_size: (u32, u32),
+
+    /// Also draw the medians, with min-max whiskers, as a bar chart in this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -349,6 +377,36 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Largest `--blur` sigma: beyond it every flag is a flat colour anyway, and
+/// the kernel (about 6 sigma wide) costs time for nothing.
+pub const MAX_SIGMA: f32 = 100.0;
+
+fn parse_sigma(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= MAX_SIGMA => Ok(v),
+        _ => Err(format!(
+            "expected a sigma in pixels, more than 0 and at most {MAX_SIGMA}"
+        )),
+    }
+}
+
+/// `WxH` in pixels, each side 1 to [`crate::site::flag::MAX_SIDE`].
+pub fn parse_image_size(s: &str) -> Result<(u32, u32), String> {
+    let max = crate::site::flag::MAX_SIDE;
+    let bad = || format!("expected WIDTHxHEIGHT in pixels, each 1 to {max}, e.g. 640x426");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+    };
+    match (side(w), side(h)) {
+        (Some(w), Some(h)) => Ok((w, h)),
+        _ => Err(bad()),
+    }
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -370,6 +428,23 @@ mod tests {
     fn server_labels_ignore_case() {
         let cli = Cli::try_parse_from(["flagmaster", "--server", "local"]).unwrap();
         assert_eq!(cli.run.server, Some(ServerKind::Local));
+    }
+
+    #[test]
+    fn blur_sigma_and_image_size() {
+        let cli = Cli::try_parse_from(["flagmaster", "--blur", "2.5", "--keep-original"]).unwrap();
+        assert_eq!((cli.run.blur, cli.run.keep_original), (Some(2.5), true));
+        for bad in ["0", "-1", "100.5", "NaN", "inf", "x"] {
+            assert!(
+                Cli::try_parse_from(["flagmaster", "--blur", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_image_size("640x426"), Ok((640, 426)));
+        assert_eq!(parse_image_size("96X64"), Ok((96, 64)));
+        for bad in ["640", "0x10", "10x0", "x", "99999x10", "axb"] {
+            assert!(parse_image_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

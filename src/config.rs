@@ -89,6 +89,14 @@ impl RunConfig {
             (None, kind) => Source::Builtin(kind),
         };
 
+        // Checked here rather than by clap, whose message for a missing
+        // companion option spans several lines.
+        if args.keep_original && args.blur.is_none() {
+            return Err(Error::Usage(
+                "--keep-original needs --blur SIGMA (it keeps the original next to the blurred copy)"
+                    .into(),
+            ));
+        }
         check_dir_target("--dest", &args.dest)?;
         check_dir_target("--log-dir", &args.log_dir)?;
 
@@ -135,6 +143,8 @@ impl RunConfig {
                     .iter()
                     .map(|h| parse_header(h))
                     .collect::<Result<_, _>>()?,
+                blur: args.blur,
+                keep_original: args.keep_original,
             },
             polite: Politeness::new(args.max_rps, args.per_host, env_proxy),
             json: args.json,

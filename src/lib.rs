@@ -18,6 +18,7 @@ pub mod interrupt;
 pub mod list;
 pub mod master;
 pub mod merge;
+pub mod plot;
 pub mod polite;
 pub mod progress;
 pub mod report;
@@ -146,6 +147,7 @@ fn site_config(kind: ServerKind, names: Vec<String>) -> SiteConfig {
         delay_ms,
         jitter_ms,
         error_rate,
+        image_size: (site::flag::WIDTH, site::flag::HEIGHT),
     }
 }
 
@@ -160,6 +162,10 @@ fn describe_site(config: &SiteConfig) -> String {
     }
     if config.error_rate > 0.0 {
         text += &format!(", {:.0}% errors", config.error_rate * 100.0);
+    }
+    if config.image_size != (site::flag::WIDTH, site::flag::HEIGHT) {
+        let (w, h) = config.image_size;
+        text += &format!(", {w}x{h} px");
     }
     text
 }
@@ -267,6 +273,9 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         config.dest.display(),
         config.log_dir.display(),
     );
+    if let Some(blur) = blur_note(&config) {
+        let _ = writeln!(notes, "Blur: {blur}");
+    }
     for dup in &config.duplicates {
         eprintln!("flagmaster: warning: duplicate entry {dup:?} is downloaded once");
     }
@@ -326,6 +335,14 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("max_rps", &or_dash(info.max_rps)),
         ("per_host", &or_dash(info.per_host)),
         ("polite_region", &region_path),
+        (
+            "blur",
+            &config
+                .fetch
+                .blur
+                .map_or("none".to_string(), |s| s.to_string()),
+        ),
+        ("keep_original", &config.fetch.keep_original),
     ]);
 
     prepared.announce(config.rerun, config.json, &config.dest, &log);
@@ -366,6 +383,19 @@ fn download(args: RunArgs) -> Result<u8, Error> {
             std::thread::park();
         },
     }
+}
+
+/// The notes line of the blur stage, if the run has one.
+fn blur_note(config: &RunConfig) -> Option<String> {
+    let sigma = config.fetch.blur?;
+    let what = if config.fetch.keep_original {
+        "blurred copy saved next to each original as NAME.blur.EXT"
+    } else {
+        "the blurred image replaces each download"
+    };
+    Some(format!(
+        "Gaussian, sigma {sigma} px, in the worker that fetched it; {what}"
+    ))
 }
 
 /// A worker process that holds items and has not been heard from for this long
@@ -493,6 +523,7 @@ fn serve(args: ServeArgs) -> Result<u8, Error> {
         delay_ms: args.delay_ms,
         jitter_ms: args.jitter_ms,
         error_rate: args.error_rate,
+        image_size: args.image_size,
     };
     let faults = site::FaultConfig {
         fault: args.fault,

@@ -356,6 +356,7 @@ mod tests {
                 last_modified: None,
                 worker: 1,
                 thread: 0,
+                blur_ms: None,
             })
             .collect();
         let mut counts = Counts::default();
@@ -396,6 +397,7 @@ mod tests {
                 bytes: results.iter().map(|r| r.bytes).sum(),
                 elapsed_secs: secs,
                 interrupted: false,
+                blur_secs: None,
                 workers: Vec::new(),
                 results,
             },

@@ -198,6 +198,7 @@ mod tests {
             last_modified: None,
             worker: 3,
             thread: 1,
+            blur_ms: None,
         }
     }
 

@@ -96,6 +96,9 @@ pub struct RunReport {
     /// files count 0: they were not downloaded).
     pub bytes: u64,
     pub elapsed_secs: f64,
+    /// CPU seconds the workers spent in the blur stage (`--blur`), summed over
+    /// items; `None` without `--blur`.
+    pub blur_secs: Option<f64>,
     /// The run was interrupted; unfinished items count as errors ("interrupted").
     pub interrupted: bool,
     pub workers: Vec<WorkerRow>,
@@ -132,12 +135,15 @@ impl RunReport {
                 exit: w.exit.clone(),
             })
             .collect();
+        let blurred: Vec<u64> = collected.reports.iter().filter_map(|r| r.blur_ms).collect();
+        let blur_secs = (!blurred.is_empty()).then(|| blurred.iter().sum::<u64>() as f64 / 1000.0);
         RunReport {
             info,
             items: collected.reports.len(),
             counts,
             bytes,
             elapsed_secs,
+            blur_secs,
             interrupted,
             workers,
             results: collected.reports,
@@ -214,6 +220,17 @@ impl RunReport {
         if let Some(info) = &self.info.shard {
             let _ = writeln!(out, "{}", shard_line(info, self.items));
         }
+        if let Some(secs) = self.blur_secs {
+            let blurred = self
+                .results
+                .iter()
+                .filter(|r| r.status == Status::Ok && r.blur_ms.is_some())
+                .count();
+            let _ = writeln!(
+                out,
+                "{blurred} images blurred, {secs:.3} CPU s of blurring in the workers"
+            );
+        }
         let _ = writeln!(
             out,
             "{} downloaded{skipped}, {} not found, {} errors",
@@ -255,6 +272,7 @@ mod tests {
             ms: 5,
             attempts: 1,
             reason: (status != Status::Ok).then(|| "HTTP 404".to_string()),
+            blur_ms: None,
             worker: 1,
             thread: 0,
             etag: None,
@@ -344,6 +362,28 @@ mod tests {
         assert_eq!(json["workers"][0]["secs"], serde_json::Value::Null);
         assert_eq!(json["results"][0]["status"], "OK");
         assert_eq!(json["results"][0]["name"], "N0");
+        assert_eq!(json["blur_secs"], serde_json::Value::Null);
+        assert_eq!(json["results"][0]["blur_ms"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn blur_time_is_summed_and_shown() {
+        let mut a = item(0, Status::Ok, 7);
+        a.blur_ms = Some(250);
+        let mut b = item(1, Status::Error, 0);
+        b.blur_ms = Some(5);
+        let collected = Collected {
+            reports: vec![a, b],
+            workers: vec![WorkerState::for_test(1, 42, 2, 7, None, None)],
+        };
+        let report = RunReport::new(info(), collected, 1.0, false);
+        assert_eq!(report.blur_secs, Some(0.255));
+        let text = report.to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[lines.len() - 4],
+            "1 images blurred, 0.255 CPU s of blurring in the workers"
+        );
     }
 
     #[test]

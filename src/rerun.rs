@@ -191,6 +191,7 @@ pub fn skip_existing(items: Vec<Item>, dest: &Path) -> (Vec<Item>, Vec<ItemRepor
             thread: 0,
             etag: None,
             last_modified: None,
+            blur_ms: None,
         })
         .collect();
     (to_fetch, skipped)
@@ -444,6 +445,7 @@ mod tests {
             thread: 0,
             etag: etag.map(str::to_string),
             last_modified: None,
+            blur_ms: None,
         }
     }
 

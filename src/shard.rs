@@ -357,21 +357,18 @@ mod tests {
     #[test]
     fn select_partitions_keeps_order_and_renumbers() {
         let names = crate::list::parse(crate::list::BUILTIN).names;
-        let input = crate::source::Input::Names {
-            names: names.clone(),
-            template: Default::default(),
-        };
-        let settings = flagmaster_worker::protocol::FetchSettings {
-            timeout_ms: 1000,
-            connect_timeout_ms: 1000,
-            read_timeout_ms: 1000,
-            retries: 0,
-            max_size: 1,
-            env_proxy: false,
-            pool_per_host: 1,
-            headers: Vec::new(),
-        };
-        let items = input.items("http://h", &settings).unwrap();
+        let items: Vec<Item> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Item {
+                index: i as u32,
+                name: name.clone(),
+                url: format!("http://h/{name}.jpg"),
+                file: format!("{name}.jpg"),
+                ext_from_type: false,
+                validators: None,
+            })
+            .collect();
         let mut seen = Vec::new();
         for index in 1..=4 {
             let share = select(

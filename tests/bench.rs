@@ -115,3 +115,78 @@ fn bench_markdown_and_bad_setups() {
         assert_eq!(stderr(&out).lines().count(), 1, "{bad:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn bench_blur_with_a_plot_of_every_setup() {
+    let work = Work::new();
+    let svg_path = work.path("chart.svg");
+    let out = work.run(&[
+        "bench",
+        "--items",
+        "4",
+        "--runs",
+        "1",
+        "--delay-ms",
+        "0",
+        "--jitter-ms",
+        "0",
+        "--procs",
+        "2",
+        "--threads",
+        "2",
+        "--hybrid",
+        "2x2",
+        "--blur",
+        "3",
+        "--image-size",
+        "120x80",
+        "--plot",
+        svg_path.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(bench["blur_sigma"], 3.0);
+    assert!(
+        bench["site"].as_str().unwrap().contains("120x80 px"),
+        "{bench}"
+    );
+    let rows = bench["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(r["complete_runs"], 1, "{r}");
+        assert!(r["blur_secs"].is_f64(), "every run blurred: {r}");
+    }
+
+    let svg = std::fs::read_to_string(&svg_path).expect("the chart is written");
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(100)]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+    for setup in ["serial 1x1", "threads 1x2", "proc 2x1", "hybrid 2x2"] {
+        assert!(svg.contains(setup), "{setup} is named in the chart");
+    }
+    assert!(svg.contains("--blur 3"), "the title says what was measured");
+}
+
+#[test]
+fn bench_plot_path_is_checked_before_measuring() {
+    let work = Work::new();
+    let missing_dir = work.path("no/such/dir/chart.svg");
+    let not_svg = work.path("chart.png");
+    for plot in [&missing_dir, &not_svg] {
+        // A workload that would take minutes if it were measured.
+        let out = work.run(&[
+            "bench",
+            "--items",
+            "5000",
+            "--delay-ms",
+            "1000",
+            "--plot",
+            plot.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{plot:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{plot:?}: {err}");
+        assert!(err.contains("--plot"), "{err}");
+        assert!(!plot.exists());
+    }
+}

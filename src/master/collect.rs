@@ -395,6 +395,7 @@ impl Collector {
                     ms: 0,
                     attempts: 0,
                     reason: Some(reason.into()),
+                    blur_ms: None,
                     worker: 0,
                     thread: 0,
                     etag: None,

@@ -27,7 +27,7 @@ use image::ImageFormat;
 use percent_encoding::utf8_percent_encode;
 use serde_json::{json, Value};
 
-use super::{flag, Shared};
+use super::Shared;
 use crate::list::SEGMENT;
 
 /// Fluent Python's `POP20_CC`, with the names of the same countries in our list.
@@ -114,6 +114,7 @@ async fn picsum_list(
         );
     };
     let names = &site.config.names;
+    let (width, height) = site.config.image_size;
     let entries: Vec<Value> = names
         .iter()
         .enumerate()
@@ -123,10 +124,10 @@ async fn picsum_list(
             json!({
                 "id": id.to_string(),
                 "author": name,
-                "width": flag::WIDTH,
-                "height": flag::HEIGHT,
+                "width": width,
+                "height": height,
                 "url": format!("{origin}/photos/{id}"),
-                "download_url": format!("{origin}/id/{id}/{}/{}", flag::WIDTH, flag::HEIGHT),
+                "download_url": format!("{origin}/id/{id}/{width}/{height}"),
             })
         })
         .collect();
@@ -176,6 +177,7 @@ async fn imgur_album(
     let Some(origin) = origin(&headers) else {
         return json_response(StatusCode::BAD_REQUEST, &json!({"error": "no Host"}));
     };
+    let (width, height) = site.config.image_size;
     let data: Vec<Value> = site
         .config
         .names
@@ -188,8 +190,8 @@ async fn imgur_album(
                 "id": name,
                 "title": name.replace('_', " "),
                 "type": format.to_mime_type(),
-                "width": flag::WIDTH,
-                "height": flag::HEIGHT,
+                "width": width,
+                "height": height,
                 "link": format!("{origin}/i/{}.{ext}", utf8_percent_encode(name, SEGMENT)),
             })
         })
@@ -260,6 +262,7 @@ fn convert(jpeg: &[u8], format: ImageFormat) -> image::ImageResult<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::site::flag;
 
     #[test]
     fn page_and_limit_follow_picsum() {

@@ -65,11 +65,14 @@ pub enum Fault {
     LongBody,
     /// 307 to a raw listener that sends a chunked body with a malformed chunk size.
     BadChunked,
+    /// 200 `image/jpeg` with the flag's length and JPEG start and end markers,
+    /// but zeros in between: passes every download check, fails to decode.
+    BadImage,
 }
 
 impl Fault {
     /// Every kind, in the order of the documentation.
-    pub const ALL: [Fault; 15] = [
+    pub const ALL: [Fault; 16] = [
         Fault::SlowHeaders,
         Fault::Hang,
         Fault::Trickle,
@@ -85,6 +88,7 @@ impl Fault {
         Fault::Html200,
         Fault::LongBody,
         Fault::BadChunked,
+        Fault::BadImage,
     ];
 
     /// The name used in `{Flag}__{fault}.jpg` and by `--fault`.
@@ -105,6 +109,7 @@ impl Fault {
             Fault::Html200 => "html-200",
             Fault::LongBody => "long-body",
             Fault::BadChunked => "bad-chunked",
+            Fault::BadImage => "bad-image",
         }
     }
 }
@@ -269,7 +274,19 @@ pub(super) async fn respond(fault: Fault, req: Faulty<'_>) -> Response {
             ERROR_PAGE,
         )
             .into_response(),
+        Fault::BadImage => super::flag_response(bad_image(req.jpeg)),
     }
+}
+
+/// The flag's bytes with everything between the start and end markers zeroed:
+/// a download cannot tell it from the real thing, a decoder finds no frame.
+fn bad_image(jpeg: &[u8]) -> Bytes {
+    let mut bytes = jpeg.to_vec();
+    let len = bytes.len();
+    if len >= 4 {
+        bytes[2..len - 2].fill(0);
+    }
+    Bytes::from(bytes)
 }
 
 const ERROR_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Oops</title></head>\n\
@@ -448,6 +465,19 @@ mod tests {
             resolve("Cote__d_Ivoire__hang", known),
             Some(("Cote__d_Ivoire", Some(Fault::Hang)))
         );
+    }
+
+    #[test]
+    fn bad_image_has_the_markers_but_does_not_decode() {
+        let jpeg = crate::site::flag::flag_jpeg("Chad");
+        let bad = bad_image(&jpeg);
+        assert_eq!(bad.len(), jpeg.len());
+        assert_eq!(
+            (&bad[..2], &bad[bad.len() - 2..]),
+            (&[0xFF, 0xD8][..], &[0xFF, 0xD9][..])
+        );
+        assert!(image::load_from_memory(&bad).is_err());
+        assert!(image::load_from_memory(&jpeg).is_ok());
     }
 
     #[test]

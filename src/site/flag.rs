@@ -14,6 +14,10 @@ use image::{Rgb, RgbImage};
 pub const WIDTH: u32 = 96;
 /// Height of every flag (a 3:2 flag).
 pub const HEIGHT: u32 = 64;
+/// Longest side of a flag of another size (`serve --image-size`). The site
+/// holds every flag in memory, and the grain makes them weigh about 1.5 MB
+/// per megapixel: ~200 flags of 2048 x 2048 are already over a gigabyte.
+pub const MAX_SIDE: u32 = 2048;
 
 const PALETTE: [[u8; 3]; 9] = [
     [206, 17, 38],   // red
@@ -29,16 +33,26 @@ const PALETTE: [[u8; 3]; 9] = [
 
 /// The JPEG served for `name`.
 pub fn flag_jpeg(name: &str) -> Vec<u8> {
-    let img = flag_image(name);
+    flag_jpeg_sized(name, WIDTH, HEIGHT)
+}
+
+/// The JPEG served for `name` by a site whose flags are `width` x `height`
+/// (each side 1 to [`MAX_SIDE`]). At the default size it is [`flag_jpeg`].
+pub fn flag_jpeg_sized(name: &str, width: u32, height: u32) -> Vec<u8> {
+    let (width, height) = (width.clamp(1, MAX_SIDE), height.clamp(1, MAX_SIDE));
+    let img = flag_image(name, width, height);
     let mut out = Vec::with_capacity(24 * 1024);
-    // Encoding into a Vec cannot fail for an RGB8 image of this size.
+    // Encoding into a Vec cannot fail for an RGB8 image within MAX_SIDE.
     if let Err(e) = JpegEncoder::new_with_quality(&mut out, 98).encode_image(&img) {
-        unreachable!("encoding a {WIDTH}x{HEIGHT} RGB image failed: {e}");
+        unreachable!("encoding a {width}x{height} RGB image failed: {e}");
     }
     out
 }
 
-fn flag_image(name: &str) -> RgbImage {
+/// The picture of `name`. The grain consumes the random sequence pixel by
+/// pixel, so the same name gives the same picture at any size, and the
+/// default size gives the bytes it always gave.
+fn flag_image(name: &str, width: u32, height: u32) -> RgbImage {
     let mut rng = SplitMix(fnv1a(name.as_bytes()));
     let mut colors = [[0u8; 3]; 3];
     for i in 0..colors.len() {
@@ -54,15 +68,17 @@ fn flag_image(name: &str) -> RgbImage {
     let pattern = rng.below(6);
     let emblem = colors[rng.below(3) as usize];
     let texture = 12 + rng.below(100) as i32;
-    let (w, h) = (WIDTH as i32, HEIGHT as i32);
-    RgbImage::from_fn(WIDTH, HEIGHT, |x, y| {
+    let (w, h) = (width as i32, height as i32);
+    // Patterns were drawn for 96 x 64; scale their fixed widths with the picture.
+    let cross = (6 * h / 64).max(1);
+    RgbImage::from_fn(width, height, |x, y| {
         let (x, y) = (x as i32, y as i32);
         let base = match pattern {
             0 => colors[(y * 3 / h) as usize], // horizontal bands
             1 => colors[(x * 3 / w) as usize], // vertical bands
             2 => {
                 // Nordic cross
-                let on_cross = (x - w * 3 / 8).abs() < 6 || (y - h / 2).abs() < 6;
+                let on_cross = (x - w * 3 / 8).abs() < cross || (y - h / 2).abs() < cross;
                 if on_cross {
                     colors[1]
                 } else {
@@ -143,5 +159,19 @@ mod tests {
     fn decodes_at_the_flag_size() {
         let img = image::load_from_memory(&flag_jpeg("Brazil")).unwrap();
         assert_eq!((img.width(), img.height()), (WIDTH, HEIGHT));
+        let big = flag_jpeg_sized("Brazil", 640, 426);
+        assert_eq!(big, flag_jpeg_sized("Brazil", 640, 426), "deterministic");
+        let img = image::load_from_memory(&big).unwrap();
+        assert_eq!((img.width(), img.height()), (640, 426));
+    }
+
+    /// FNV-1a of the 10048 bytes served for Chad before sizes existed.
+    const CHAD_FNV: u64 = 0x97c5_8bfa_8238_eb2b;
+
+    #[test]
+    fn default_size_is_unchanged() {
+        // The files of earlier runs and every byte-exact test stay valid.
+        assert_eq!(fnv1a(&flag_jpeg("Chad")), CHAD_FNV);
+        assert_eq!(flag_jpeg("Chad"), flag_jpeg_sized("Chad", WIDTH, HEIGHT));
     }
 }

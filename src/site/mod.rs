@@ -59,6 +59,9 @@ pub struct SiteConfig {
     pub jitter_ms: u64,
     /// Share of requests answered with 503 (0.0 to 1.0).
     pub error_rate: f64,
+    /// Width and height of the generated flags, in pixels
+    /// ([`flag::WIDTH`] x [`flag::HEIGHT`] unless `--image-size` says otherwise).
+    pub image_size: (u32, u32),
 }
 
 /// Distinct names `/stats` counts beyond the ones the site can serve: a
@@ -179,7 +182,10 @@ impl Site {
             config
                 .names
                 .iter()
-                .map(|name| (name.clone(), Bytes::from(flag::flag_jpeg(name))))
+                .map(|name| {
+                    let (w, h) = config.image_size;
+                    (name.clone(), Bytes::from(flag::flag_jpeg_sized(name, w, h)))
+                })
                 .collect(),
         );
         let app = router(config, faults, Arc::clone(&flags), wire.local_addr()?);

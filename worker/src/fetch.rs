@@ -28,6 +28,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
+use crate::blur;
 use crate::log::LogFile;
 use crate::polite::{host_key, Gate};
 use crate::protocol::{FetchSettings, Item, ItemReport, Status, Validators};
@@ -73,6 +74,8 @@ struct Attempt {
     retry_after: Option<Duration>,
     /// The response's `ETag` and `Last-Modified`, for the next conditional run.
     seen: Validators,
+    /// Time spent in the blur stage, when it ran.
+    blur_ms: Option<u64>,
 }
 
 impl Attempt {
@@ -85,6 +88,7 @@ impl Attempt {
             transient,
             retry_after: None,
             seen: Validators::default(),
+            blur_ms: None,
         }
     }
 }
@@ -190,6 +194,7 @@ impl Fetcher {
                     ms: millis(started.elapsed()),
                     attempts: attempt_no,
                     reason: attempt.reason,
+                    blur_ms: attempt.blur_ms,
                     worker: who.worker,
                     thread: who.thread,
                     etag: attempt.seen.etag,
@@ -239,6 +244,7 @@ impl Fetcher {
                 transient: false,
                 retry_after: None,
                 seen,
+                blur_ms: None,
             };
         }
         let content_type = response
@@ -276,15 +282,7 @@ impl Fetcher {
             };
             let mut body = response.body_mut().as_reader();
             return match save_stream(&self.dest, &file, &mut body, expect) {
-                Ok(bytes) => Attempt {
-                    status: Status::Ok,
-                    http: Some(code),
-                    bytes,
-                    reason: None,
-                    transient: false,
-                    retry_after: None,
-                    seen,
-                },
+                Ok(bytes) => self.after_save(&file, code, bytes, seen),
                 Err(e) => {
                     let transient =
                         matches!(e, SaveError::Read(_) | SaveError::LengthMismatch { .. });
@@ -323,12 +321,57 @@ impl Fetcher {
                 transient: false,
                 retry_after: None,
                 seen: Validators::default(),
+                blur_ms: None,
             };
         }
         let transient = code == 408 || code == 429 || (500..600).contains(&code);
         Attempt {
             retry_after,
             ..Attempt::failed(format!("HTTP {code}"), Some(code), transient)
+        }
+    }
+}
+
+impl Fetcher {
+    /// The outcome of a saved body: OK, after the blur stage when `--blur`
+    /// asks for it. An image that cannot be blurred fails the item for good
+    /// (another download would bring the same bytes) and leaves no file.
+    fn after_save(&self, file: &str, code: u16, bytes: u64, seen: Validators) -> Attempt {
+        let ok = Attempt {
+            status: Status::Ok,
+            http: Some(code),
+            bytes,
+            reason: None,
+            transient: false,
+            retry_after: None,
+            seen,
+            blur_ms: None,
+        };
+        let Some(sigma) = self.settings.blur else {
+            return ok;
+        };
+        let keep = self.settings.keep_original;
+        let watch = blur::CpuStopwatch::start();
+        let result = blur::blur_file(&self.dest, file, sigma, keep, self.settings.max_size);
+        let blur_ms = Some(watch.elapsed_ms());
+        match result {
+            // The reported bytes are those written to the dest, as without --blur.
+            Ok(blurred) => Attempt {
+                bytes: if keep {
+                    bytes + blurred.bytes
+                } else {
+                    blurred.bytes
+                },
+                blur_ms,
+                ..ok
+            },
+            Err(e) => {
+                let _ = std::fs::remove_file(self.dest.join(file));
+                Attempt {
+                    blur_ms,
+                    ..Attempt::failed(e.to_string(), Some(code), false)
+                }
+            }
         }
     }
 }
@@ -397,8 +440,11 @@ fn log_attempt(
         ("http", &http),
         ("bytes", &attempt.bytes),
         ("ms", &ms),
-        ("url", &item.url),
     ];
+    if let Some(blur_ms) = &attempt.blur_ms {
+        fields.push(("blur_ms", blur_ms));
+    }
+    fields.push(("url", &item.url));
     // Only with a politeness cap: how long the attempt waited for it.
     if let Some(wait_ms) = &wait_ms {
         fields.push(("wait_ms", wait_ms));

@@ -83,6 +83,9 @@ pub struct ItemReport {
     /// Short reason for `Error`, `NotFound` and `Skipped`, e.g. `HTTP 503`,
     /// `timeout` or `not modified`.
     pub reason: Option<String>,
+    /// CPU milliseconds the worker thread spent decoding, blurring,
+    /// re-encoding and writing the image (`--blur`), when that stage ran.
+    pub blur_ms: Option<u64>,
     /// The worker (1-based) and the thread inside it (0-based) that handled it.
     pub worker: u32,
     pub thread: u32,
@@ -174,4 +177,8 @@ pub struct FetchSettings {
     pub pool_per_host: u32,
     /// Extra request headers (`--header`), e.g. `Authorization`. Never logged.
     pub headers: Vec<(String, String)>,
+    /// Gaussian blur applied to each saved image (`--blur SIGMA`), if any.
+    pub blur: Option<f32>,
+    /// With `blur`, keep the downloaded file and write the blurred one next to it.
+    pub keep_original: bool,
 }

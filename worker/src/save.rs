@@ -114,11 +114,7 @@ pub fn save_stream(
     body: &mut dyn Read,
     expect: Expect,
 ) -> Result<u64, SaveError> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dest)
-        .map_err(SaveError::Write)?;
+    let mut temp = new_temp(dest).map_err(SaveError::Write)?;
     let (got, head, tail) = copy_capped(body, temp.as_file_mut(), expect.max_size)?;
     if let Some(expected) = expect.len {
         if got != expected {
@@ -133,11 +129,30 @@ pub fn save_stream(
             return Err(SaveError::IncompleteJpeg("no end marker"));
         }
     }
-    temp.as_file_mut().flush().map_err(SaveError::Write)?;
-    set_normal_permissions(temp.as_file()).map_err(SaveError::Write)?;
-    temp.persist(dest.join(file))
-        .map_err(|e| SaveError::Write(e.error))?;
+    persist(temp, dest, file).map_err(SaveError::Write)?;
     Ok(got)
+}
+
+/// A new temporary file in `dest`, named so that [`remove_leftovers`] finds it
+/// if the process is killed before it is persisted or dropped.
+pub(crate) fn new_temp(dest: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dest)
+}
+
+/// Flushes a complete temporary file, makes it readable like any file the
+/// user creates, and renames it to `dest/file` in one step.
+pub(crate) fn persist(
+    mut temp: tempfile::NamedTempFile,
+    dest: &Path,
+    file: &str,
+) -> io::Result<()> {
+    temp.as_file_mut().flush()?;
+    set_normal_permissions(temp.as_file())?;
+    temp.persist(dest.join(file)).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Copies at most `max` bytes; one byte more is `TooLarge`. Returns the
