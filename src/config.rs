@@ -138,11 +138,7 @@ impl RunConfig {
                 max_size: args.max_size,
                 env_proxy,
                 pool_per_host: threads,
-                headers: args
-                    .headers
-                    .iter()
-                    .map(|h| parse_header(h))
-                    .collect::<Result<_, _>>()?,
+                headers: parse_headers(&args.headers)?,
                 blur: args.blur,
                 keep_original: args.keep_original,
             },
@@ -224,6 +220,25 @@ pub fn parse_header(header: &str) -> Result<(String, String), Error> {
         return Err(Error::Usage(format!("bad --header value for {name}")));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// Room for `--header`s in a request head: the worker's output buffer holds
+/// the whole head (request line, our own headers, these), see
+/// `flagmaster_worker::fetch::OUTPUT_BUFFER`.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+fn parse_headers(headers: &[String]) -> Result<Vec<(String, String)>, Error> {
+    let parsed: Vec<(String, String)> = headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<_, _>>()?;
+    let bytes: usize = parsed.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(Error::Usage(format!(
+            "--header values take {bytes} bytes; at most {MAX_HEADER_BYTES} fit in a request"
+        )));
+    }
+    Ok(parsed)
 }
 
 /// Reads a list file as UTF-8 text.

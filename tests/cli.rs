@@ -62,6 +62,9 @@ fn bad_arguments_and_lists_get_status_2_and_one_line() {
     for (args, expect) in cases {
         assert_refused(&work, args, expect);
     }
+    // Headers must fit in a request head with room to spare.
+    let huge = format!("X-Token: {}", "a".repeat(9000));
+    assert_refused(&work, &["--header", &huge], "at most 8192 fit in a request");
 }
 
 #[test]

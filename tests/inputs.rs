@@ -162,6 +162,30 @@ fn header_values_are_sent_but_never_logged_or_reported() {
 }
 
 #[test]
+fn headers_up_to_the_cap_fit_in_the_request() {
+    let (base, heads) = capture_server(1);
+    let work = Work::new();
+    let list = work.write_list(&["Chad"]);
+    // 8192 bytes with the name and separators: exactly at the cap.
+    let value = "v".repeat(8192 - "X-Long".len() - 4);
+    let header = format!("X-Long: {value}");
+    let out = work.run(&[
+        "--base-url",
+        &base,
+        "--list",
+        list.to_str().unwrap(),
+        "--header",
+        &header,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        head.to_lowercase().contains(&header.to_lowercase()),
+        "the header arrived whole"
+    );
+}
+
+#[test]
 fn a_stopped_worker_is_killed_and_its_items_handed_on() {
     let site = Site::start(&["--delay-ms", "100"]);
     let work = Work::new();

@@ -180,9 +180,15 @@ impl Collector {
         }
     }
 
-    /// Forgets a worker that never started, so the loop does not wait for it.
+    /// Forgets a worker that never started, so the loop does not wait for it;
+    /// the chunks it was given go back to the queue.
     pub fn abandon_worker(&mut self, worker: u32) {
-        self.workers.remove(&worker);
+        if let Some(w) = self.workers.remove(&worker) {
+            let unfinished: Vec<Item> = w.outstanding.into_values().collect();
+            if !unfinished.is_empty() {
+                self.queue.push_front(unfinished);
+            }
+        }
     }
 
     /// The master's log.

@@ -198,6 +198,14 @@ fn greet(
     polite: Option<&Region>,
 ) -> bool {
     let worker = hello.worker;
+    let first_chunks = {
+        let mut collector = lock(collector);
+        let tx = Box::new(hello.commands.clone());
+        collector.add_worker(worker, hello.pid, true, Some(tx));
+        (0..config.threads)
+            .map_while(|_| collector.take_chunk(worker))
+            .collect()
+    };
     let setup = WorkerSetup {
         worker,
         threads: config.threads,
@@ -205,12 +213,13 @@ fn greet(
         log: worker_log_path(&config.log_dir, worker),
         fetch: config.fetch.clone(),
         polite: polite.map(|r| r.path().to_path_buf()),
+        first_chunks,
     };
     if hello.commands.send(Command::Setup(setup)).is_err() {
+        lock(collector).abandon_worker(worker);
         return false;
     }
     collector_log(collector, "hello", worker, hello.pid);
-    lock(collector).add_worker(worker, hello.pid, true, Some(Box::new(hello.commands)));
     let events = events.clone();
     let forwarder = thread::Builder::new()
         .name(format!("forward-{worker:02}"))

@@ -38,7 +38,13 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
     for worker in 1..=config.threads {
         let log = open_worker_log(&config.log_dir, worker)?;
         let (commands_tx, commands) = unbounded::<Command>();
-        lock(collector).add_worker(worker, pid, false, Some(Box::new(commands_tx)));
+        let mut first = {
+            let mut collector = lock(collector);
+            collector.add_worker(worker, pid, false, Some(Box::new(commands_tx)));
+            // Given now, so the thread starts at once instead of waiting for
+            // the main loop, which runs only once every thread is spawned.
+            collector.take_chunk(worker)
+        };
         let fetcher = fetcher.clone();
         let events = events_tx.clone();
         let spawned = thread::Builder::new()
@@ -56,6 +62,9 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
                 let started = Instant::now();
                 let send = |event| events.send(Envelope::Event { worker, event }).is_ok();
                 let next_chunk = || {
+                    if let Some(chunk) = first.take() {
+                        return Some(chunk);
+                    }
                     if !send(Event::Want { thread: 0 }) {
                         return None;
                     }

@@ -122,9 +122,11 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         });
     }
 
+    let mut first_chunks = setup.first_chunks.into_iter();
     let results: Vec<thread::Result<Tally>> = thread::scope(|scope| {
         let handles: Vec<_> = (0..setup.threads)
             .map(|thread| {
+                let mut first = first_chunks.next();
                 let events = events.clone();
                 let (answers, fetcher, log, reported) = (&answers, &fetcher, &log, &reported);
                 scope.spawn(move || {
@@ -134,6 +136,9 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
                         thread,
                     };
                     let next_chunk = || {
+                        if let Some(chunk) = first.take() {
+                            return Some(chunk);
+                        }
                         events.send(Event::Want { thread }).ok()?;
                         match answers.recv() {
                             Ok(Command::Chunk(items)) => Some(items),
