@@ -3,7 +3,8 @@
 
 For each (items, concurrency) point, serves that many generated flags from `flagmaster serve`
 (a separate process, so its CPU time can be read from /proc) with a fixed latency, downloads them
-with flagmaster in threads mode (C threads) and proc mode (8 processes x C/8 threads) into a
+with flagmaster in threads mode (C threads) and proc mode (P processes x C/P threads, P the
+largest divisor of C up to 8) into a
 fresh directory on tmpfs, checks every file arrived, and prints a markdown table: median wall
 time, the latency limit ceil(items / C) x latency, their ratio, client CPU seconds, and the CPU
 seconds the site used (to show it is not the bottleneck).
@@ -31,6 +32,13 @@ _spec.loader.exec_module(peers)
 # (items, concurrency): the same 100 rounds at three scales, then fewer and more rounds.
 DEFAULT_POINTS = "1000x10,10000x100,100000x1000,20000x1000,50000x1000,20000x100"
 PROCS = 8
+
+
+def proc_split(conc):
+    """Processes x threads for proc mode at exactly `conc` connections: the
+    most processes (up to PROCS) that divide it."""
+    procs = next(p for p in range(min(PROCS, conc), 0, -1) if conc % p == 0)
+    return procs, conc // procs
 
 
 def site_cpu(pid):
@@ -85,7 +93,8 @@ def main():
                         if mode == "threads":
                             cmd += ["--threads", str(conc)]
                         else:
-                            cmd += ["--procs", str(PROCS), "--threads", str(max(1, conc // PROCS))]
+                            procs, threads = proc_split(conc)
+                            cmd += ["--procs", str(procs), "--threads", str(threads)]
                         wall, cpu, site_s, ok, note = run_once(cmd, dest, items, site.pid)
                         if not ok:
                             bad = f" (incomplete: {note})"
@@ -95,15 +104,16 @@ def main():
                         shutil.rmtree(dest, ignore_errors=True)
                         shutil.rmtree(dest + ".logs", ignore_errors=True)
                     wall = statistics.median(walls)
-                    print(f"| {items} | {conc} | {math.ceil(items / conc)} | {limit:.2f} s | {mode} "
+                    label = mode if mode == "threads" else "proc {}x{}".format(*proc_split(conc))
+                    print(f"| {items} | {conc} | {math.ceil(items / conc)} | {limit:.2f} s | {label} "
                           f"| {wall:.2f} s{bad} | {wall / limit:.2f} | {statistics.median(cpus):.2f} "
                           f"| {statistics.median(sites):.2f} |", flush=True)
                     print(f"{items}x{conc} {mode}: runs {', '.join(f'{w:.2f}' for w in walls)}", file=sys.stderr)
             finally:
                 site.kill()
                 site.wait()
-    print(f"\nMedian of {args.runs} runs; {args.delay_ms} ms latency; files on tmpfs; proc mode = {PROCS} "
-          f"processes x concurrency/{PROCS} threads ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores).")
+    print(f"\nMedian of {args.runs} runs; {args.delay_ms} ms latency; files on tmpfs; "
+          f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores).")
 
 
 if __name__ == "__main__":

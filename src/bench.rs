@@ -475,7 +475,19 @@ fn measure(
     let usage = wait_with_usage(child.id());
     let report: serde_json::Value = serde_json::from_slice(&stdout)
         .map_err(|e| Error::Spawn(format!("a {} run printed no report: {e}", setup.mode)))?;
-    let (cpu_secs, peak_rss_mb) = usage.unwrap_or((0.0, 0.0));
+    let cpu_secs = usage.unwrap_or(0.0);
+    // The largest process of the run, as each measured itself (see
+    // `flagmaster_worker::peak_rss_kb` for why not the rusage of the wait).
+    let peak_kb = report["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| &w["peak_rss_kb"])
+        .chain([&report["master_peak_rss_kb"]])
+        .filter_map(serde_json::Value::as_u64)
+        .max()
+        .unwrap_or(0);
+    let peak_rss_mb = peak_kb as f64 / 1024.0;
     Ok(Sample {
         secs: report["elapsed_secs"].as_f64().unwrap_or(0.0),
         ok: report["counts"]["ok"].as_u64().unwrap_or(0),
@@ -487,8 +499,8 @@ fn measure(
 }
 
 /// Reaps `pid` and returns the CPU seconds of it and its reaped descendants
-/// (the worker processes) and the peak RSS of the largest of them, in MB.
-fn wait_with_usage(pid: u32) -> Option<(f64, f64)> {
+/// (the worker processes).
+fn wait_with_usage(pid: u32) -> Option<f64> {
     let pid = libc::pid_t::try_from(pid).ok()?;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value, and wait4 writes into it.
@@ -500,7 +512,7 @@ fn wait_with_usage(pid: u32) -> Option<(f64, f64)> {
     }
     let secs = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
-    Some((cpu.as_secs_f64(), usage.ru_maxrss as f64 / 1024.0))
+    Some(cpu.as_secs_f64())
 }
 
 #[cfg(test)]

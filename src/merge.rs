@@ -398,6 +398,7 @@ mod tests {
                 elapsed_secs: secs,
                 interrupted: false,
                 blur_secs: None,
+                master_peak_rss_kb: None,
                 workers: Vec::new(),
                 results,
             },

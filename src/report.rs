@@ -61,6 +61,10 @@ pub struct WorkerRow {
     pub secs: Option<f64>,
     /// How the worker process ended (proc mode only).
     pub exit: Option<String>,
+    /// Peak resident memory of the worker's process in KiB, as it reported it
+    /// (in threads mode, the whole process's).
+    #[serde(default)]
+    pub peak_rss_kb: Option<u64>,
 }
 
 /// Settings of the run, as reported.
@@ -101,6 +105,10 @@ pub struct RunReport {
     pub blur_secs: Option<f64>,
     /// The run was interrupted; unfinished items count as errors ("interrupted").
     pub interrupted: bool,
+    /// Peak resident memory of the master process in KiB (the workers' are in
+    /// their rows).
+    #[serde(default)]
+    pub master_peak_rss_kb: Option<u64>,
     pub workers: Vec<WorkerRow>,
     pub results: Vec<ItemReport>,
 }
@@ -133,6 +141,7 @@ impl RunReport {
                 bytes: w.tally.bytes,
                 secs: w.summary.as_ref().map(|s| s.secs),
                 exit: w.exit.clone(),
+                peak_rss_kb: w.summary.as_ref().and_then(|s| s.peak_rss_kb),
             })
             .collect();
         let blurred: Vec<u64> = collected.reports.iter().filter_map(|r| r.blur_ms).collect();
@@ -145,6 +154,7 @@ impl RunReport {
             elapsed_secs,
             blur_secs,
             interrupted,
+            master_peak_rss_kb: flagmaster_worker::peak_rss_kb(),
             workers,
             results: collected.reports,
         }

@@ -248,3 +248,35 @@ fn the_site_serves_the_generated_flags() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn every_process_reports_its_own_peak_memory() {
+    let site = Site::start(&[]);
+    let names = flag_names(20);
+    for mode in [
+        &["--mode", "threads"][..],
+        &["--mode", "proc", "--procs", "3"],
+    ] {
+        let work = Work::new();
+        let list = work.write_list(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut args = vec![
+            "--base-url",
+            &site.base,
+            "--list",
+            list.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(mode);
+        let out = work.run(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let plausible =
+            |kb: &serde_json::Value| kb.as_u64().is_some_and(|kb| (500..500_000).contains(&kb));
+        assert!(plausible(&report["master_peak_rss_kb"]), "{report}");
+        let workers = report["workers"].as_array().unwrap();
+        assert!(!workers.is_empty());
+        for w in workers {
+            assert!(plausible(&w["peak_rss_kb"]), "{w}");
+        }
+    }
+}

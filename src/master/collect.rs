@@ -473,7 +473,12 @@ impl WorkerState {
             last_heard: Instant::now(),
             gone: true,
             tally: Tally { items, bytes },
-            summary: secs.map(|secs| WorkerSummary { items, bytes, secs }),
+            summary: secs.map(|secs| WorkerSummary {
+                items,
+                bytes,
+                secs,
+                peak_rss_kb: None,
+            }),
             exit: exit.map(str::to_string),
         }
     }

@@ -57,8 +57,21 @@ impl Tally {
             items: self.items,
             bytes: self.bytes,
             secs,
+            peak_rss_kb: peak_rss_kb(),
         }
     }
+}
+
+/// This process's peak resident memory, in KiB: `VmHWM` of `/proc/self/status`.
+///
+/// Not `getrusage`: Linux starts a child's `ru_maxrss` at the size of the
+/// parent it was spawned from (the memory is counted until `exec` replaces
+/// it), so a small worker spawned by a large process would be reported large.
+/// `VmHWM` is the high-water mark of this process's own memory only.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The worker loop: ask for a chunk, fetch each of its items, report each one,

@@ -102,6 +102,9 @@ pub struct WorkerSummary {
     pub bytes: u64,
     /// Seconds from the worker's start to its end, measured by the worker.
     pub secs: f64,
+    /// Peak resident memory of the worker's process, in KiB (see
+    /// [`crate::peak_rss_kb`]); `None` where it cannot be read.
+    pub peak_rss_kb: Option<u64>,
 }
 
 /// Worker to master.
