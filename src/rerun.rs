@@ -92,7 +92,10 @@ pub struct Prepared {
 }
 
 /// Applies `rerun` to `items`, looking at the files in `dest`.
-pub fn prepare(rerun: Rerun, items: Vec<Item>, dest: &Path) -> Prepared {
+pub fn prepare(rerun: Rerun, mut items: Vec<Item>, dest: &Path) -> Prepared {
+    if rerun != Rerun::Fresh {
+        name_typed_files(&mut items, dest);
+    }
     let mut prepared = Prepared {
         to_fetch: Vec::new(),
         skipped: Vec::new(),
@@ -126,6 +129,28 @@ pub fn prepare(rerun: Rerun, items: Vec<Item>, dest: &Path) -> Prepared {
         }
     }
     prepared
+}
+
+/// An item whose URL has no extension gets one from the Content-Type when it
+/// is saved (`0` becomes `0.jpg`). For a re-run to find that file, such an
+/// item takes the name of the one file in the dest that is its name plus a
+/// known extension; with none (or several), it is fetched as usual.
+fn name_typed_files(items: &mut [Item], dest: &Path) {
+    let mut exts: Vec<&str> = flagmaster_worker::save::TYPE_EXTENSIONS
+        .iter()
+        .map(|(_, ext)| *ext)
+        .collect();
+    exts.dedup();
+    for item in items.iter_mut().filter(|i| i.ext_from_type) {
+        let mut found = exts
+            .iter()
+            .map(|ext| format!("{}.{ext}", item.file))
+            .filter(|file| dest.join(file).is_file());
+        if let (Some(file), None) = (found.next(), found.next()) {
+            item.file = file;
+            item.ext_from_type = false;
+        }
+    }
 }
 
 impl Prepared {
@@ -479,6 +504,38 @@ mod tests {
         ] {
             assert!(complete_file(d, file).is_none(), "{file}");
         }
+    }
+
+    #[test]
+    fn a_file_named_by_its_content_type_is_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("0.jpg"), JPEG).unwrap();
+        fs::write(dir.path().join("2.png"), b"png").unwrap();
+        fs::write(dir.path().join("2.gif"), b"gif").unwrap();
+        let mut items: Vec<Item> = ["0", "1", "2"]
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Item {
+                ext_from_type: true,
+                file: f.to_string(),
+                ..item(i as u32, f, "http://h")
+            })
+            .collect();
+        name_typed_files(&mut items, dir.path());
+        assert_eq!(
+            (items[0].file.as_str(), items[0].ext_from_type),
+            ("0.jpg", false)
+        );
+        assert_eq!(
+            (items[1].file.as_str(), items[1].ext_from_type),
+            ("1", true),
+            "none there"
+        );
+        assert_eq!(
+            (items[2].file.as_str(), items[2].ext_from_type),
+            ("2", true),
+            "ambiguous"
+        );
     }
 
     #[test]

@@ -265,3 +265,28 @@ fn bad_templates_and_conflicting_sources_exit_2() {
         assert!(!work.path("flags").exists());
     }
 }
+
+#[test]
+fn a_rerun_finds_files_named_by_their_content_type() {
+    let site = Site::start(&[]);
+    let listing = format!("{}/v2/list?limit=6", site.origin);
+    let work = Work::new();
+    let first = work.run(&["--mode", "threads", "--listing", &listing, "--json"]);
+    assert_eq!(json(&first)["counts"]["ok"], 6, "{}", stderr(&first));
+    let before = site.requests();
+    let again = work.run(&[
+        "--mode",
+        "proc",
+        "--procs",
+        "2",
+        "--listing",
+        &listing,
+        "--skip-existing",
+        "--json",
+    ]);
+    let report = json(&again);
+    assert_eq!(report["counts"]["skipped"], 6, "{report}");
+    assert_eq!(report["counts"]["ok"], 0);
+    assert_eq!(site.requests(), before, "no image was asked for again");
+    assert_eq!(work.files("flags").len(), 6);
+}

@@ -223,22 +223,29 @@ pub fn remove_leftovers(dest: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// Media types and the file extension each gets when the URL has none.
+pub const TYPE_EXTENSIONS: [(&str, &str); 11] = [
+    ("image/jpeg", "jpg"),
+    ("image/jpg", "jpg"),
+    ("image/pjpeg", "jpg"),
+    ("image/png", "png"),
+    ("image/gif", "gif"),
+    ("image/webp", "webp"),
+    ("image/avif", "avif"),
+    ("image/bmp", "bmp"),
+    ("image/tiff", "tiff"),
+    ("image/svg+xml", "svg"),
+    ("video/mp4", "mp4"),
+];
+
 /// The usual file extension of a media type (`image/jpeg` → `jpg`), for
 /// files whose URL has none.
 pub fn extension_for_type(content_type: &str) -> Option<&'static str> {
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    Some(match mime.to_ascii_lowercase().as_str() {
-        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
-        "image/png" => "png",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        "image/avif" => "avif",
-        "image/bmp" => "bmp",
-        "image/tiff" => "tiff",
-        "image/svg+xml" => "svg",
-        "video/mp4" => "mp4",
-        _ => return None,
-    })
+    TYPE_EXTENSIONS
+        .iter()
+        .find(|(t, _)| t.eq_ignore_ascii_case(mime))
+        .map(|(_, ext)| *ext)
 }
 
 #[cfg(test)]
