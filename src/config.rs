@@ -26,7 +26,7 @@ pub const REMOTE_BASE: &str = "https://www.sciencekids.co.nz/images/pictures/fla
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// Longest silence while reading a response before the attempt is cut.
 const READ_TIMEOUT_MS: u64 = 10_000;
-/// Bounds of the automatic chunk size.
+/// The largest automatic chunk.
 const MAX_AUTO_CHUNK: usize = 32;
 
 /// Where the files come from.
@@ -155,11 +155,45 @@ impl RunConfig {
         self.procs * self.threads
     }
 
-    /// Items handed out at a time: `--chunk-size`, or enough chunks for every
-    /// worker loop to get about four, so that none idles at the tail.
-    pub fn chunk_size(&self, items: usize) -> usize {
-        self.chunk_size
-            .unwrap_or_else(|| (items / (self.concurrency() as usize * 4)).clamp(1, MAX_AUTO_CHUNK))
+    /// How items are handed out: `--chunk-size` as given, or guided.
+    pub fn chunking(&self) -> Chunking {
+        match self.chunk_size {
+            Some(n) => Chunking::Fixed(n),
+            None => Chunking::Guided {
+                max: MAX_AUTO_CHUNK,
+                loops: self.concurrency() as usize,
+            },
+        }
+    }
+}
+
+/// How many items a worker gets per `Want`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunking {
+    /// Always this many (`--chunk-size`).
+    Fixed(usize),
+    /// Guided self-scheduling: a share of what is left, `remaining / (2 x
+    /// loops)`, between 1 and `max`. Chunks shrink as the queue drains, so
+    /// the last ones are single items and no worker loop is left holding a
+    /// long chunk while the others idle; a fixed size that does not divide the
+    /// work evenly costs up to a whole chunk of latency at the tail.
+    Guided { max: usize, loops: usize },
+}
+
+impl Chunking {
+    /// The size of the next chunk when `remaining` items are queued.
+    pub fn next(self, remaining: usize) -> usize {
+        match self {
+            Chunking::Fixed(n) => n.max(1),
+            Chunking::Guided { max, loops } => remaining.div_ceil(2 * loops.max(1)).clamp(1, max),
+        }
+    }
+
+    /// The largest chunk, as the notes and the report give it.
+    pub fn max(self) -> usize {
+        match self {
+            Chunking::Fixed(n) | Chunking::Guided { max: n, .. } => n,
+        }
     }
 }
 
@@ -347,6 +381,29 @@ pub fn prepare_dir(what: &'static str, path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guided_chunks_shrink_to_single_items_at_the_tail() {
+        let guided = Chunking::Guided {
+            max: 32,
+            loops: 100,
+        };
+        assert_eq!(guided.next(20_000), 32, "capped");
+        assert_eq!(guided.next(3_000), 15);
+        assert_eq!(guided.next(150), 1);
+        assert_eq!(guided.next(1), 1);
+        // Handing out 20000 items to 100 loops: the last chunks are 1 item.
+        let (mut left, mut sizes) = (20_000, Vec::new());
+        while left > 0 {
+            let n = guided.next(left).min(left);
+            sizes.push(n);
+            left -= n;
+        }
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "never grows");
+        assert_eq!(sizes.iter().rev().take(100).max(), Some(&1));
+        assert_eq!(Chunking::Fixed(7).next(3), 7);
+        assert_eq!(Chunking::Fixed(0).next(3), 1);
+    }
 
     #[test]
     fn base_urls() {

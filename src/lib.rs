@@ -217,7 +217,8 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     };
     let total = items.len();
     let prepared = rerun::prepare(config.rerun, items, &config.dest);
-    let chunk_size = config.chunk_size(prepared.to_fetch.len());
+    let chunking = config.chunking();
+    let chunk_size = chunking.max();
 
     config::prepare_dir("--dest", &config.dest)?;
     config::prepare_dir("--log-dir", &config.log_dir)?;
@@ -265,11 +266,15 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     };
     let _ = writeln!(
         notes,
-        "Mode: {mode}, {} x {} thread(s), {} items{share} from {} in chunks of {chunk_size} -> {} (logs in {})",
+        "Mode: {mode}, {} x {} thread(s), {} items{share} from {} in chunks of {}{chunk_size} -> {} (logs in {})",
         config.procs,
         config.threads,
         total,
         config.list_label,
+        match chunking {
+            config::Chunking::Fixed(_) => "",
+            config::Chunking::Guided { .. } => "up to ",
+        },
         config.dest.display(),
         config.log_dir.display(),
     );
@@ -351,7 +356,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     let items_empty = prepared.to_fetch.is_empty();
     let collector = Arc::new(Mutex::new(Collector::new(
         prepared.to_fetch,
-        chunk_size,
+        chunking,
         Arc::clone(&log),
         stuck_after(&config),
         progress,

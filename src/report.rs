@@ -78,6 +78,7 @@ pub struct RunInfo {
     pub list: String,
     pub dest: String,
     pub log_dir: String,
+    /// The largest chunk handed to a worker (see `config::Chunking`).
     pub chunk_size: usize,
     /// The share of the list this run took; `None` for the whole list.
     #[serde(default)]

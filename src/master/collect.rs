@@ -22,6 +22,7 @@ use flagmaster_worker::log::LogFile;
 use flagmaster_worker::protocol::{Command, Event, Item, ItemReport, Status, WorkerSummary};
 use flagmaster_worker::Tally;
 
+use crate::config::Chunking;
 use crate::progress::{self, Progress};
 
 /// How often the main loop looks for stuck workers while no event arrives.
@@ -88,7 +89,8 @@ pub struct Collected {
 pub type Shared = Arc<Mutex<Collector>>;
 
 pub struct Collector {
-    queue: VecDeque<Vec<Item>>,
+    queue: VecDeque<Item>,
+    chunking: Chunking,
     workers: BTreeMap<u32, WorkerState>,
     /// Workers waiting for an answer to a `Want`, once per `Want`.
     parked: Vec<u32>,
@@ -112,7 +114,7 @@ pub fn lock(shared: &Shared) -> MutexGuard<'_, Collector> {
 impl Collector {
     pub fn new(
         items: Vec<Item>,
-        chunk_size: usize,
+        chunking: Chunking,
         log: Arc<LogFile>,
         stuck_after: Duration,
         progress: Progress,
@@ -125,13 +127,9 @@ impl Collector {
             .max()
             .unwrap_or(0);
         let reports = vec![None; slots];
-        let mut queue = VecDeque::new();
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            queue.push_back(items.by_ref().take(chunk_size.max(1)).collect());
-        }
         Collector {
-            queue,
+            queue: items.into(),
+            chunking,
             workers: BTreeMap::new(),
             parked: Vec::new(),
             reports,
@@ -184,10 +182,16 @@ impl Collector {
     /// the chunks it was given go back to the queue.
     pub fn abandon_worker(&mut self, worker: u32) {
         if let Some(w) = self.workers.remove(&worker) {
-            let unfinished: Vec<Item> = w.outstanding.into_values().collect();
-            if !unfinished.is_empty() {
-                self.queue.push_front(unfinished);
-            }
+            self.requeue(w.outstanding.into_values());
+        }
+    }
+
+    /// Puts unfinished items back at the front of the queue, in list order.
+    fn requeue(&mut self, items: impl IntoIterator<Item = Item>) {
+        let mut items: Vec<Item> = items.into_iter().collect();
+        items.sort_by_key(|i| i.index);
+        for item in items.into_iter().rev() {
+            self.queue.push_front(item);
         }
     }
 
@@ -201,7 +205,11 @@ impl Collector {
         if self.stopping {
             return None;
         }
-        let chunk = self.queue.pop_front()?;
+        if self.queue.is_empty() {
+            return None;
+        }
+        let size = self.chunking.next(self.queue.len()).min(self.queue.len());
+        let chunk: Vec<Item> = self.queue.drain(..size).collect();
         if let Some(w) = self.workers.get_mut(&worker) {
             w.outstanding
                 .extend(chunk.iter().map(|item| (item.index, item.clone())));
@@ -290,9 +298,7 @@ impl Collector {
                 ("requeued", &unfinished.len()),
             ]);
         }
-        if !unfinished.is_empty() {
-            self.queue.push_front(unfinished);
-        }
+        self.requeue(unfinished);
         self.answer_parked();
     }
 
@@ -386,7 +392,7 @@ impl Collector {
         } else {
             "no worker left to fetch it"
         };
-        let mut lost: Vec<Item> = self.queue.drain(..).flatten().collect();
+        let mut lost: Vec<Item> = self.queue.drain(..).collect();
         for w in self.workers.values_mut() {
             lost.extend(std::mem::take(&mut w.outstanding).into_values());
         }
