@@ -86,10 +86,14 @@ fn max_rps_holds_across_threads_and_processes() {
         assert_eq!(times.len(), N, "{mode:?}: one request per item");
         // Slots are at least 1/R apart, so a half-open second of slots holds
         // at most R. A request reaches the site a little after its slot (wake
-        // up, connect, parse), by a varying lag; that can pull one more into a
-        // window, while two more would need lags differing by a whole 50 ms.
+        // up, connect, parse), by a lag that varies: the first request of a
+        // run, which opens a connection, lags most. On a loaded machine lags
+        // can differ by up to 100 ms (two intervals at R = 20, seen in CI:
+        // 22 in a second), so the window may hold R + 1 + 2. Without the cap
+        // the 40 requests arrive within a few ms, so this still fails at once;
+        // the span below checks the average rate.
         let busiest = busiest_second(&times);
-        assert!(busiest <= RPS + 1, "{mode:?}: {busiest} requests in 1 s");
+        assert!(busiest <= RPS + 3, "{mode:?}: {busiest} requests in 1 s");
         // The last slot is (N-1)/R after the first; the first request may lag
         // its slot, by at most one interval here (a lower bound, not a speed
         // check: a slow machine only makes the span longer).
