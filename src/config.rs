@@ -188,13 +188,6 @@ impl Chunking {
             Chunking::Guided { max, loops } => remaining.div_ceil(2 * loops.max(1)).clamp(1, max),
         }
     }
-
-    /// The largest chunk, as the notes and the report give it.
-    pub fn max(self) -> usize {
-        match self {
-            Chunking::Fixed(n) | Chunking::Guided { max: n, .. } => n,
-        }
-    }
 }
 
 /// What to download, the entries dropped as repeats, and a label for it.

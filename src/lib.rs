@@ -218,7 +218,8 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     let total = items.len();
     let prepared = rerun::prepare(config.rerun, items, &config.dest);
     let chunking = config.chunking();
-    let chunk_size = chunking.max();
+    // Guided chunks only shrink, so the first is the largest.
+    let chunk_size = chunking.next(prepared.to_fetch.len());
 
     config::prepare_dir("--dest", &config.dest)?;
     config::prepare_dir("--log-dir", &config.log_dir)?;
