@@ -244,10 +244,16 @@ impl Collector {
         }
         match event {
             Event::Want { .. } => self.parked.push(worker),
+            // The envelope, not the message, says who sent it.
             Event::Item(mut report) => {
-                // The envelope, not the message, says who sent it.
                 report.worker = worker;
                 self.record(report);
+            }
+            Event::Items(reports) => {
+                for mut report in reports {
+                    report.worker = worker;
+                    self.record(report);
+                }
             }
             Event::Finished(summary) => self.finished(worker, summary),
             // A Hello after the handshake is a protocol slip; ignore it.

@@ -19,7 +19,7 @@ use ipc_channel::ipc::{self, IpcSender};
 use crate::fetch::{Fetcher, WorkerId};
 use crate::log::LogFile;
 use crate::polite::Gate;
-use crate::protocol::{Command, Event, Hello};
+use crate::protocol::{Command, Event, Hello, ItemReport};
 use crate::{run_loop, Tally};
 
 /// Name of the hidden subcommand that turns the binary into a worker.
@@ -27,6 +27,9 @@ pub const SUBCOMMAND: &str = "__worker";
 
 /// Exit status of a worker whose master went away.
 pub const EXIT_MASTER_GONE: i32 = 3;
+
+/// Most reports in one `Items` message, so one message stays small.
+const MAX_BATCH: usize = 256;
 
 /// Why a worker process could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -123,11 +126,27 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
     }
 
     let mut first_chunks = setup.first_chunks.into_iter();
+    let (reports_tx, reports) = crossbeam_channel::unbounded::<ItemReport>();
     let results: Vec<thread::Result<Tally>> = thread::scope(|scope| {
+        // One thread sends the reports of all the others, as many as have
+        // piled up in one message: when items are small and fast, that is a
+        // fraction of the send/receive syscalls and master wake-ups of one
+        // message per item; when they are slow, a report still goes at once.
+        let reporter_events = events.clone();
+        scope.spawn(move || {
+            while let Ok(first) = reports.recv() {
+                let mut batch = vec![first];
+                batch.extend(reports.try_iter().take(MAX_BATCH - 1));
+                if reporter_events.send(Event::Items(batch)).is_err() {
+                    return;
+                }
+            }
+        });
         let handles: Vec<_> = (0..setup.threads)
             .map(|thread| {
                 let mut first = first_chunks.next();
                 let events = events.clone();
+                let reports_tx = reports_tx.clone();
                 let (answers, fetcher, log, reported) = (&answers, &fetcher, &log, &reported);
                 scope.spawn(move || {
                     let who = WorkerId {
@@ -146,7 +165,7 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
                         }
                     };
                     let report = |r| {
-                        let sent = events.send(Event::Item(r)).is_ok();
+                        let sent = reports_tx.send(r).is_ok();
                         let n = reported.fetch_add(1, Ordering::SeqCst) + 1;
                         if Some(n) == panic_after {
                             panic!("injected panic after {n} items");
@@ -157,6 +176,9 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
                 })
             })
             .collect();
+        // The reporter ends once every worker thread has dropped its sender,
+        // having sent everything; the scope waits for it before `Finished`.
+        drop(reports_tx);
         handles.into_iter().map(|h| h.join()).collect()
     });
     // From here on the master may close our channel at any moment (it does

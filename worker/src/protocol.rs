@@ -116,8 +116,11 @@ pub enum Event {
     /// A thread of this worker is idle and wants a chunk. Every `Want` is
     /// answered by exactly one `Chunk` or `Done`.
     Want { thread: u32 },
-    /// One item is finished.
+    /// One item is finished (threads mode).
     Item(ItemReport),
+    /// Several items are finished, in the order they finished (proc mode:
+    /// a worker process batches the reports of its threads).
+    Items(Vec<ItemReport>),
     /// The worker has stopped asking for work; nothing follows.
     Finished(WorkerSummary),
 }
