@@ -12,16 +12,13 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use flagmaster_worker::protocol::{ItemReport, Status};
+use flagmaster_worker::protocol::ItemReport;
 use serde::Serialize;
 
 use crate::cli::MergeArgs;
 use crate::error::Error;
 use crate::exit;
-use crate::report::{Counts, RunReport, ShardInfo};
-
-/// How many failed items the text lists before pointing at the reports.
-const MAX_LISTED_FAILURES: usize = 50;
+use crate::report::{self, Counts, RunReport, ShardInfo};
 
 /// One merged report, as read from its file.
 #[derive(Clone, Debug)]
@@ -282,27 +279,11 @@ impl MergedReport {
                 if p.interrupted { " (interrupted)" } else { "" }
             );
         }
-        let failed: Vec<&MergedItem> = self
-            .results
-            .iter()
-            .filter(|r| r.item.status != Status::Ok)
-            .collect();
-        for r in failed.iter().take(MAX_LISTED_FAILURES) {
-            let reason = r.item.reason.as_deref().unwrap_or("");
-            let _ = writeln!(
-                out,
-                "{:<9}  {}  {reason}",
-                r.item.status.label(),
-                r.item.name
-            );
-        }
-        if failed.len() > MAX_LISTED_FAILURES {
-            let _ = writeln!(
-                out,
-                "... and {} more (see the reports)",
-                failed.len() - MAX_LISTED_FAILURES
-            );
-        }
+        report::write_failures(
+            &mut out,
+            self.results.iter().map(|r| &r.item),
+            "see the reports",
+        );
         if let Some(count) = self.shard_count {
             if !self.missing_shards.is_empty() {
                 let missing: Vec<String> = self
@@ -317,13 +298,7 @@ impl MergedReport {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "{} downloaded, {} not found, {} errors",
-            self.counts.ok, self.counts.not_found, self.counts.error
-        );
-        let _ = writeln!(out, "Elapsed time: {:.8}", self.elapsed_secs);
-        let _ = writeln!(out, "{} bytes downloaded", self.bytes);
+        report::write_totals(&mut out, &self.counts, self.elapsed_secs, self.bytes);
         out
     }
 }
@@ -333,6 +308,7 @@ mod tests {
     use super::*;
     use crate::report::RunInfo;
     use crate::shard::{Shard, ShardSource};
+    use flagmaster_worker::protocol::Status;
 
     fn part(
         file: &str,
@@ -481,6 +457,22 @@ mod tests {
         let merged = merge(vec![part("a", None, chad, 1.0), part("b", None, peru, 3.0)]).unwrap();
         assert_eq!((merged.items, merged.bytes, merged.complete), (2, 12, true));
         assert_eq!(merged.exit_status(), exit::OK);
+    }
+
+    #[test]
+    fn skipped_items_are_counted_like_a_run_does_not_listed_as_failed() {
+        let merged = merge(vec![
+            part("a", None, &[("Chad", Status::Skipped, 0)], 1.0),
+            part("b", None, &[("Peru", Status::NotFound, 0)], 1.0),
+        ])
+        .unwrap();
+        let text = merged.to_text();
+        assert!(
+            text.contains("0 downloaded, 1 skipped, 1 not found, 0 errors"),
+            "{text}"
+        );
+        assert!(text.contains("NOT_FOUND  Peru"), "{text}");
+        assert!(!text.contains("SKIPPED"), "{text}");
     }
 
     #[test]

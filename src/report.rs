@@ -195,23 +195,11 @@ impl RunReport {
                 None => out.push('\n'),
             }
         }
-        let failed: Vec<&ItemReport> = self
-            .results
-            .iter()
-            .filter(|r| matches!(r.status, Status::NotFound | Status::Error))
-            .collect();
-        for r in failed.iter().take(MAX_LISTED_FAILURES) {
-            let reason = r.reason.as_deref().unwrap_or("");
-            let _ = writeln!(out, "{:<9}  {}  {reason}", r.status.label(), r.name);
-        }
-        if failed.len() > MAX_LISTED_FAILURES {
-            let _ = writeln!(
-                out,
-                "... and {} more (see {})",
-                failed.len() - MAX_LISTED_FAILURES,
-                self.info.log_dir
-            );
-        }
+        write_failures(
+            &mut out,
+            &self.results,
+            &format!("see {}", self.info.log_dir),
+        );
         if self.interrupted {
             let unfinished = self
                 .results
@@ -223,11 +211,6 @@ impl RunReport {
                 "Interrupted: {unfinished} items not finished (counted as errors); run again to complete"
             );
         }
-        // The classic line stays as it was unless a re-run skipped files.
-        let skipped = match self.counts.skipped {
-            0 => String::new(),
-            n => format!(", {n} skipped"),
-        };
         if let Some(info) = &self.info.shard {
             let _ = writeln!(out, "{}", shard_line(info, self.items));
         }
@@ -242,13 +225,7 @@ impl RunReport {
                 "{blurred} images blurred, {secs:.3} CPU s of blurring in the workers"
             );
         }
-        let _ = writeln!(
-            out,
-            "{} downloaded{skipped}, {} not found, {} errors",
-            self.counts.ok, self.counts.not_found, self.counts.error
-        );
-        let _ = writeln!(out, "Elapsed time: {:.8}", self.elapsed_secs);
-        let _ = writeln!(out, "{} bytes downloaded", self.bytes);
+        write_totals(&mut out, &self.counts, self.elapsed_secs, self.bytes);
         out
     }
 
@@ -256,6 +233,47 @@ impl RunReport {
         // Serializing plain structs of strings and numbers cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
+}
+
+/// The items that failed (NOT_FOUND, ERROR), one line each, at most
+/// [`MAX_LISTED_FAILURES`]; `rest` says where the others are.
+pub fn write_failures<'a>(
+    out: &mut String,
+    results: impl IntoIterator<Item = &'a ItemReport>,
+    rest: &str,
+) {
+    let failed: Vec<&ItemReport> = results
+        .into_iter()
+        .filter(|r| matches!(r.status, Status::NotFound | Status::Error))
+        .collect();
+    for r in failed.iter().take(MAX_LISTED_FAILURES) {
+        let reason = r.reason.as_deref().unwrap_or("");
+        let _ = writeln!(out, "{:<9}  {}  {reason}", r.status.label(), r.name);
+    }
+    if failed.len() > MAX_LISTED_FAILURES {
+        let _ = writeln!(
+            out,
+            "... and {} more ({rest})",
+            failed.len() - MAX_LISTED_FAILURES
+        );
+    }
+}
+
+/// The classic closing lines: the counts, `Elapsed time: …` and
+/// `… bytes downloaded`. The count line stays as it was unless a re-run
+/// skipped files.
+pub fn write_totals(out: &mut String, counts: &Counts, elapsed_secs: f64, bytes: u64) {
+    let skipped = match counts.skipped {
+        0 => String::new(),
+        n => format!(", {n} skipped"),
+    };
+    let _ = writeln!(
+        out,
+        "{} downloaded{skipped}, {} not found, {} errors",
+        counts.ok, counts.not_found, counts.error
+    );
+    let _ = writeln!(out, "Elapsed time: {elapsed_secs:.8}");
+    let _ = writeln!(out, "{bytes} bytes downloaded");
 }
 
 /// `Shard 2/4 (from Slurm): 49 of 197 items`.
