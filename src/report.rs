@@ -132,6 +132,8 @@ impl RunReport {
             }
             bytes += r.bytes;
         }
+        let master_peak_rss_kb = flagmaster_worker::peak_rss_kb();
+        let own_pid = std::process::id();
         let workers = collected
             .workers
             .iter()
@@ -142,7 +144,12 @@ impl RunReport {
                 bytes: w.tally.bytes,
                 secs: w.summary.as_ref().map(|s| s.secs),
                 exit: w.exit.clone(),
-                peak_rss_kb: w.summary.as_ref().and_then(|s| s.peak_rss_kb),
+                // A worker thread of this process shares its memory.
+                peak_rss_kb: w
+                    .summary
+                    .as_ref()
+                    .and_then(|s| s.peak_rss_kb)
+                    .or(master_peak_rss_kb.filter(|_| w.pid == own_pid)),
             })
             .collect();
         let blurred: Vec<u64> = collected.reports.iter().filter_map(|r| r.blur_ms).collect();
@@ -155,7 +162,7 @@ impl RunReport {
             elapsed_secs,
             blur_secs,
             interrupted,
-            master_peak_rss_kb: flagmaster_worker::peak_rss_kb(),
+            master_peak_rss_kb,
             workers,
             results: collected.reports,
         }

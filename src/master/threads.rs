@@ -34,7 +34,7 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
     let fetcher = super::local_fetcher(config, polite);
     let pid = std::process::id();
     let (events_tx, events) = unbounded::<Envelope>();
-    let mut handles = Vec::new();
+    let mut started_any = false;
     for worker in 1..=config.threads {
         let log = open_worker_log(&config.log_dir, worker)?;
         let (commands_tx, commands) = unbounded::<Command>();
@@ -77,9 +77,13 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
                 send(Event::Finished(
                     tally.summary(started.elapsed().as_secs_f64()),
                 ));
+                // Gone before lingering: the run is over for this thread.
+                drop(_gone);
+                flagmaster_worker::linger()
             });
         match spawned {
-            Ok(handle) => handles.push(handle),
+            // Not joined: a finished thread lingers (see `linger`).
+            Ok(_) => started_any = true,
             Err(e) => {
                 // Threads already started are released by the drained loop below.
                 lock(collector).abandon_worker(worker);
@@ -88,12 +92,9 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
         }
     }
     drop(events_tx);
-    if handles.is_empty() {
+    if !started_any {
         return Err(Error::Spawn("no worker thread could be started".into()));
     }
     drive(collector, events, |_| None);
-    for handle in handles {
-        let _ = handle.join();
-    }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //! the master disappears the pump notices at once and the process exits, so a
 //! killed master leaves no orphan workers behind.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -50,6 +51,8 @@ pub enum ChildError {
     },
     #[error("cannot map the politeness region: {0}")]
     Polite(#[source] std::io::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("a worker thread panicked")]
     Panicked,
 }
@@ -74,7 +77,6 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         let (w, k) = v.split_once(':')?;
         (w.parse() == Ok(worker)).then(|| k.parse().ok())?
     });
-    let reported = std::sync::atomic::AtomicU32::new(0);
     let events: IpcSender<Event> =
         IpcSender::connect(server_name.to_string()).map_err(ChildError::Connect)?;
     let (commands_tx, commands) = ipc::channel::<Command>().map_err(ChildError::Channel)?;
@@ -127,71 +129,86 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
 
     let mut first_chunks = setup.first_chunks.into_iter();
     let (reports_tx, reports) = crossbeam_channel::unbounded::<ItemReport>();
-    let results: Vec<thread::Result<Tally>> = thread::scope(|scope| {
-        // One thread sends the reports of all the others, as many as have
-        // piled up in one message: when items are small and fast, that is a
-        // fraction of the send/receive syscalls and master wake-ups of one
-        // message per item; when they are slow, a report still goes at once.
-        let reporter_events = events.clone();
-        scope.spawn(move || {
+    // One thread sends the reports of all the others, as many as have piled
+    // up in one message: when items are small and fast, that is a fraction of
+    // the send/receive syscalls and master wake-ups of one message per item;
+    // when they are slow, a report still goes at once.
+    let reporter = {
+        let events = events.clone();
+        thread::spawn(move || {
             while let Ok(first) = reports.recv() {
                 let mut batch = vec![first];
                 batch.extend(reports.try_iter().take(MAX_BATCH - 1));
-                if reporter_events.send(Event::Items(batch)).is_err() {
+                if events.send(Event::Items(batch)).is_err() {
                     return;
                 }
             }
-        });
-        let handles: Vec<_> = (0..setup.threads)
-            .map(|thread| {
-                let mut first = first_chunks.next();
-                let events = events.clone();
-                let reports_tx = reports_tx.clone();
-                let (answers, fetcher, log, reported) = (&answers, &fetcher, &log, &reported);
-                scope.spawn(move || {
-                    let who = WorkerId {
-                        worker,
-                        pid,
-                        thread,
-                    };
-                    let next_chunk = || {
-                        if let Some(chunk) = first.take() {
-                            return Some(chunk);
-                        }
-                        events.send(Event::Want { thread }).ok()?;
-                        match answers.recv() {
-                            Ok(Command::Chunk(items)) => Some(items),
-                            _ => None,
-                        }
-                    };
-                    let report = |r| {
-                        let sent = reports_tx.send(r).is_ok();
-                        let n = reported.fetch_add(1, Ordering::SeqCst) + 1;
-                        if Some(n) == panic_after {
-                            panic!("injected panic after {n} items");
-                        }
-                        sent
-                    };
-                    run_loop(fetcher, &who, log, next_chunk, report)
-                })
-            })
-            .collect();
-        // The reporter ends once every worker thread has dropped its sender,
-        // having sent everything; the scope waits for it before `Finished`.
-        drop(reports_tx);
-        handles.into_iter().map(|h| h.join()).collect()
-    });
+        })
+    };
+    // Each worker thread sends its outcome here and then lingers (see
+    // `linger`) instead of being joined.
+    let (done_tx, done) = crossbeam_channel::unbounded::<thread::Result<Tally>>();
+    let log = Arc::new(log);
+    let reported = Arc::new(AtomicU32::new(0));
+    for thread in 0..setup.threads {
+        let mut first = first_chunks.next();
+        let (events, reports_tx, done_tx) = (events.clone(), reports_tx.clone(), done_tx.clone());
+        let (answers, fetcher) = (answers.clone(), fetcher.clone());
+        let (log, reported) = (Arc::clone(&log), Arc::clone(&reported));
+        let work = move || {
+            let who = WorkerId {
+                worker,
+                pid,
+                thread,
+            };
+            let next_chunk = || {
+                if let Some(chunk) = first.take() {
+                    return Some(chunk);
+                }
+                events.send(Event::Want { thread }).ok()?;
+                match answers.recv() {
+                    Ok(Command::Chunk(items)) => Some(items),
+                    _ => None,
+                }
+            };
+            let report = |r| {
+                let sent = reports_tx.send(r).is_ok();
+                let n = reported.fetch_add(1, Ordering::SeqCst) + 1;
+                if Some(n) == panic_after {
+                    panic!("injected panic after {n} items");
+                }
+                sent
+            };
+            // A panic's message is already on stderr, which is our log file.
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                run_loop(&fetcher, &who, &log, next_chunk, report)
+            }));
+            // The reporter ends, and `done` below, once every worker thread
+            // has dropped its sender.
+            drop(reports_tx);
+            let _ = done_tx.send(outcome);
+            drop(done_tx);
+            crate::linger()
+        };
+        thread::Builder::new()
+            .name(format!("worker-{worker:02}-{thread}"))
+            .spawn(work)
+            .map_err(ChildError::Thread)?;
+    }
+    drop((reports_tx, done_tx));
+    let results: Vec<thread::Result<Tally>> = done.iter().collect();
+    // Everything reported has been sent once the reporter ends.
+    let _ = reporter.join();
     // From here on the master may close our channel at any moment (it does
     // once we finish or fail); that is no reason for the pump to cry foul.
     finishing.store(true, Ordering::SeqCst);
     let mut tally = Tally::default();
     for result in results {
-        // The panic message is already on stderr, which is our log file; without
-        // `Finished` the master hands our unfinished items to others.
+        // Without `Finished` the master hands our unfinished items to others.
         tally += result.map_err(|_| ChildError::Panicked)?;
     }
-    events.send(Event::Finished(
-        tally.summary(started.elapsed().as_secs_f64()),
-    ))?;
+    let mut summary = tally.summary(started.elapsed().as_secs_f64());
+    summary.peak_rss_kb = crate::peak_rss_kb();
+    events.send(Event::Finished(summary))?;
     Ok(())
 }
