@@ -48,55 +48,47 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
     let exe = std::env::current_exe()
         .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
     let (accepted_tx, accepted) = unbounded::<(u32, Accepted)>();
-    let mut pending: Vec<(u32, Pending)> = Vec::new();
+    let (events_tx, events) = unbounded::<Envelope>();
+    let mut hs = Handshakes {
+        config,
+        collector,
+        polite,
+        events: events_tx,
+        pending: Vec::new(),
+        children: Vec::new(),
+    };
     for worker in 1..=config.procs {
         match spawn(&exe, config, worker, &accepted_tx) {
             Ok(p) => {
                 collector_log(collector, "spawn", worker, p.child.id());
-                pending.push((worker, p));
+                hs.pending.push((worker, p));
             }
             Err(e) => {
-                kill_all(pending.into_iter().map(|(_, p)| p.child));
+                kill_all(hs.pending.into_iter().map(|(_, p)| p.child));
+                kill_all(hs.children.into_iter().map(|(_, c)| c));
                 return Err(e);
             }
+        }
+        // A worker is ready a few ms after its spawn, while the next ones are
+        // still being spawned; setting it up now lets it start fetching
+        // instead of waiting ~10 ms for the last spawn.
+        while let Ok((worker, result)) = accepted.try_recv() {
+            hs.settle(worker, result);
         }
     }
     drop(accepted_tx);
 
-    let (events_tx, events) = unbounded::<Envelope>();
-    let mut children: Vec<(u32, Child)> = Vec::new();
     let deadline = Instant::now() + HANDSHAKE_DEADLINE;
-    while !pending.is_empty() {
+    while !hs.pending.is_empty() {
         match accepted.recv_timeout(Duration::from_millis(20)) {
-            Ok((worker, result)) => {
-                let Some(pos) = pending.iter().position(|(w, _)| *w == worker) else {
-                    continue;
-                };
-                let (_, mut p) = pending.swap_remove(pos);
-                match result {
-                    Ok((receiver, Event::Hello(hello))) if hello.worker == worker => {
-                        if greet(config, collector, hello, receiver, &events_tx, polite) {
-                            children.push((worker, p.child));
-                        } else {
-                            handshake_failed(
-                                collector,
-                                worker,
-                                &mut p.child,
-                                "setup not delivered",
-                            );
-                        }
-                    }
-                    Ok(_) => handshake_failed(collector, worker, &mut p.child, "bad hello"),
-                    Err(e) => handshake_failed(collector, worker, &mut p.child, &e.to_string()),
-                }
-            }
+            Ok((worker, result)) => hs.settle(worker, result),
             Err(RecvTimeoutError::Timeout) => {
                 let timed_out = Instant::now() >= deadline;
                 let mut i = 0;
-                while i < pending.len() {
-                    let exited = matches!(pending[i].1.child.try_wait(), Ok(Some(_)));
+                while i < hs.pending.len() {
+                    let exited = matches!(hs.pending[i].1.child.try_wait(), Ok(Some(_)));
                     if exited || timed_out {
-                        let (worker, mut p) = pending.swap_remove(i);
+                        let (worker, mut p) = hs.pending.swap_remove(i);
                         // Release the helper thread blocked in accept().
                         let _ = IpcSender::<Event>::connect(p.server_name.clone());
                         let why = if exited {
@@ -113,6 +105,11 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    let Handshakes {
+        events: events_tx,
+        mut children,
+        ..
+    } = hs;
     drop(events_tx);
     if children.is_empty() {
         return Err(Error::Spawn(format!(
@@ -141,6 +138,45 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
     });
     kill_all(children.into_iter().map(|(_, c)| c));
     Ok(())
+}
+
+/// Workers spawned and not yet set up, and those set up.
+struct Handshakes<'a> {
+    config: &'a RunConfig,
+    collector: &'a Shared,
+    polite: Option<&'a Region>,
+    events: Sender<Envelope>,
+    pending: Vec<(u32, Pending)>,
+    children: Vec<(u32, Child)>,
+}
+
+impl Handshakes<'_> {
+    /// Sets up a worker whose connection was accepted, or gives up on it.
+    fn settle(&mut self, worker: u32, result: Accepted) {
+        let Some(pos) = self.pending.iter().position(|(w, _)| *w == worker) else {
+            return;
+        };
+        let (_, mut p) = self.pending.swap_remove(pos);
+        let collector = self.collector;
+        match result {
+            Ok((receiver, Event::Hello(hello))) if hello.worker == worker => {
+                if greet(
+                    self.config,
+                    collector,
+                    hello,
+                    receiver,
+                    &self.events,
+                    self.polite,
+                ) {
+                    self.children.push((worker, p.child));
+                } else {
+                    handshake_failed(collector, worker, &mut p.child, "setup not delivered");
+                }
+            }
+            Ok(_) => handshake_failed(collector, worker, &mut p.child, "bad hello"),
+            Err(e) => handshake_failed(collector, worker, &mut p.child, &e.to_string()),
+        }
+    }
 }
 
 /// Starts worker `worker` with its stderr going to its log file (so a panic
