@@ -52,28 +52,36 @@ impl LogFile {
 }
 
 /// Formats one logfmt line: `ts=<RFC 3339, ms> k=v ...\n`.
+///
+/// Each value is written straight into the line and quoted afterwards only if
+/// it needs it: this runs once per item, and a `String` per field was most of
+/// its cost.
 pub fn format_line(ts: SystemTime, fields: &[(&str, &dyn std::fmt::Display)]) -> String {
-    let mut line = format!("ts={}", humantime::format_rfc3339_millis(ts));
+    let mut line = String::with_capacity(160);
+    let _ = write!(line, "ts={}", humantime::format_rfc3339_millis(ts));
     for (key, value) in fields {
-        let value = value.to_string();
         line.push(' ');
         line.push_str(key);
         line.push('=');
-        push_value(&mut line, &value);
+        let start = line.len();
+        let _ = write!(line, "{value}");
+        if !is_plain(&line[start..]) {
+            let raw = line.split_off(start);
+            push_quoted(&mut line, &raw);
+        }
     }
     line.push('\n');
     line
 }
 
-fn push_value(line: &mut String, value: &str) {
-    let plain = !value.is_empty()
+fn is_plain(value: &str) -> bool {
+    !value.is_empty()
         && value
             .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\');
-    if plain {
-        line.push_str(value);
-        return;
-    }
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\')
+}
+
+fn push_quoted(line: &mut String, value: &str) {
     line.push('"');
     for c in value.chars() {
         match c {
