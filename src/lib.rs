@@ -445,7 +445,13 @@ impl Finale {
             (collector.take_results(), collector.is_stopping())
         };
         progress::clear();
-        let _ = remove_leftovers(&self.dest);
+        // Only a worker that did not finish (killed, crashed, interrupted) can
+        // leave a temporary file behind; a clean run spares the scan of a
+        // destination that may hold many thousands of files.
+        let unclean = interrupted || collected.workers.iter().any(|w| w.summary.is_none());
+        if unclean {
+            let _ = remove_leftovers(&self.dest);
+        }
         if let Some(book) = &self.validators {
             book.finish(&collected.reports, &self.log);
         }

@@ -271,6 +271,7 @@ fn a_second_ctrl_c_quits_at_once_without_partial_files() {
         &["--mode", "proc", "--procs", "2"],
     ] {
         let work = Work::new();
+        let requests = site.requests();
         let child = work.spawn(
             &[
                 &["--base-url", &site.base, "--limit", "8", "--json"][..],
@@ -280,15 +281,18 @@ fn a_second_ctrl_c_quits_at_once_without_partial_files() {
             &[],
         );
         let pid = child.id();
-        // Wait until bodies are being written.
+        // Wait until bodies are being written: the site sends the first piece
+        // with the headers. (The file being written has no name yet, see
+        // `save::Pending`, so the destination cannot tell.)
         let start = Instant::now();
-        while !work.files("flags").keys().any(|n| n.starts_with('.')) {
+        while site.requests() == requests {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "{mode:?}: no download started"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+        std::thread::sleep(Duration::from_millis(300));
         signal("INT", pid);
         std::thread::sleep(Duration::from_millis(100));
         signal("INT", pid);

@@ -16,7 +16,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
-use crate::save::{check_file_name, new_temp, persist, NameError};
+use crate::save::{check_file_name, NameError, Pending};
 
 /// Quality of re-encoded JPEGs: visually lossless for a blurred picture,
 /// without the size of the near-lossless settings.
@@ -151,14 +151,14 @@ pub fn blur_file(
     drop(image);
 
     // Dropped on any error below, which removes the temporary file.
-    let mut temp = new_temp(dest).map_err(BlurError::Write)?;
+    let mut temp = Pending::new(dest).map_err(BlurError::Write)?;
     {
-        let mut out = BufWriter::new(temp.as_file_mut());
+        let mut out = BufWriter::new(temp.file_mut());
         encode(&blurred, format, &mut out)?;
         out.flush().map_err(BlurError::Write)?;
     }
-    let bytes = temp.as_file().metadata().map_err(BlurError::Write)?.len();
-    persist(temp, dest, &target).map_err(BlurError::Write)?;
+    let bytes = temp.file().metadata().map_err(BlurError::Write)?.len();
+    temp.persist(dest, &target).map_err(BlurError::Write)?;
     Ok(Blurred {
         file: target,
         bytes,
