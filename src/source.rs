@@ -58,7 +58,7 @@ impl Input {
                 let origin = origin(base);
                 names
                     .iter()
-                    .map(|name| template.entry((base, &origin), name))
+                    .map(|name| template.entry((base, origin), name))
                     .collect()
             }
             Input::Urls(urls) => urls
@@ -264,13 +264,13 @@ impl Template {
 }
 
 /// `scheme://host:port` of a URL.
-fn origin(url: &str) -> String {
+fn origin(url: &str) -> &str {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            format!("{scheme}://{host}")
+            &url[..scheme.len() + 3 + host.len()]
         }
-        None => String::new(),
+        None => "",
     }
 }
 
@@ -450,11 +450,7 @@ pub fn all_loopback(items: &[Item]) -> bool {
     // Items come in runs that share an origin: one parse per run, not per item.
     let mut seen: Option<&str> = None;
     items.iter().all(|i| {
-        let origin_end = i.url.find("://").map_or(0, |s| s + 3);
-        let origin_end = i.url[origin_end..]
-            .find(['/', '?', '#'])
-            .map_or(i.url.len(), |e| origin_end + e);
-        let origin = &i.url[..origin_end];
+        let origin = origin(&i.url);
         if seen == Some(origin) {
             return true;
         }
@@ -473,7 +469,7 @@ mod tests {
     }
 
     fn entry(t: &Template, base: &str, name: &str) -> Entry {
-        t.entry((base, &origin(base)), name)
+        t.entry((base, origin(base)), name)
     }
 
     #[test]
