@@ -1,5 +1,5 @@
 //! Threads mode: N worker threads in this process, each fed and reporting over
-//! crossbeam channels, sharing one HTTP agent (one connection pool).
+//! crossbeam channels, each with its own HTTP agent (connection pool).
 
 use std::thread;
 use std::time::Instant;
@@ -45,7 +45,7 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
             // the main loop, which runs only once every thread is spawned.
             collector.take_chunk(worker)
         };
-        let fetcher = fetcher.clone();
+        let fetcher = fetcher.for_thread();
         let events = events_tx.clone();
         let spawned = thread::Builder::new()
             .name(format!("worker-{worker:02}"))

@@ -153,7 +153,7 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
     for thread in 0..setup.threads {
         let mut first = first_chunks.next();
         let (events, reports_tx, done_tx) = (events.clone(), reports_tx.clone(), done_tx.clone());
-        let (answers, fetcher) = (answers.clone(), fetcher.clone());
+        let (answers, fetcher) = (answers.clone(), fetcher.for_thread());
         let (log, reported) = (Arc::clone(&log), Arc::clone(&reported));
         let work = move || {
             let who = WorkerId {

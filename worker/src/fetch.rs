@@ -55,7 +55,8 @@ pub struct WorkerId {
     pub thread: u32,
 }
 
-/// Fetches and saves items. Cloning shares the connection pool.
+/// Fetches and saves items. Cloning shares the connection pool; each worker
+/// thread takes its own with [`Fetcher::for_thread`].
 #[derive(Clone)]
 pub struct Fetcher {
     agent: Agent,
@@ -133,6 +134,23 @@ impl Fetcher {
             settings: Arc::new(settings),
             dest: Arc::new(dest),
             gate: None,
+        }
+    }
+
+    /// The same fetcher with a connection pool of its own, for one worker
+    /// thread. ureq's pool is one mutex around a list that every checkout and
+    /// every return walks whole, comparing keys, and a checkout probes the
+    /// socket while holding the lock; shared by 256 threads that was a queue
+    /// on every request. A thread holds one connection at a time, so a pool of
+    /// its own reuses connections just as well.
+    pub fn for_thread(&self) -> Fetcher {
+        Fetcher {
+            agent: Agent::with_parts(
+                self.agent.config().clone(),
+                DefaultConnector::default(),
+                IpLiteralResolver::default(),
+            ),
+            ..self.clone()
         }
     }
 
