@@ -109,6 +109,11 @@ impl Fetcher {
             ))
             .timeout_recv_response(Some(timeout))
             .timeout_per_read(Some(Duration::from_millis(settings.read_timeout_ms)))
+            // A stalled write is bounded like a stalled read. Without a
+            // per-write bound the socket's send timeout would be the rest of
+            // the item's budget, different on every request: a setsockopt
+            // each time.
+            .timeout_per_write(Some(Duration::from_millis(settings.read_timeout_ms)))
             // ureq's 128 KiB per direction and connection is zeroed on first
             // use: with 256 connections that was 64 MB of page faults, the
             // largest CPU cost of starting a run. A request head fits in
