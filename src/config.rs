@@ -137,7 +137,6 @@ impl RunConfig {
                 retries: args.retries,
                 max_size: args.max_size,
                 env_proxy,
-                pool_per_host: threads,
                 headers: parse_headers(&args.headers)?,
                 blur: args.blur,
                 keep_original: args.keep_original,

@@ -38,6 +38,8 @@ use crate::save::{check_file_name, extension_for_type, save_stream, Expect, Save
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest back-off, and the cap on a server's `Retry-After`.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Hosts an agent keeps an idle connection to.
+const IDLE_HOSTS: usize = 10;
 /// Buffers of each connection (see `Fetcher::new`).
 const INPUT_BUFFER: usize = 32 * 1024;
 pub const OUTPUT_BUFFER: usize = 16 * 1024;
@@ -122,8 +124,11 @@ impl Fetcher {
             // if a response head needs more.
             .input_buffer_size(INPUT_BUFFER)
             .output_buffer_size(OUTPUT_BUFFER)
-            .max_idle_connections(settings.pool_per_host.max(10) as usize)
-            .max_idle_connections_per_host(settings.pool_per_host.max(1) as usize);
+            // An agent serves one thread (see `for_thread`), which holds one
+            // connection at a time: one idle connection per host is enough,
+            // for a few hosts.
+            .max_idle_connections(IDLE_HOSTS)
+            .max_idle_connections_per_host(1);
         if !settings.env_proxy {
             config = config.proxy(None);
         }

@@ -183,8 +183,6 @@ pub struct FetchSettings {
     pub max_size: u64,
     /// Use proxy settings from the environment (off for loopback sites).
     pub env_proxy: bool,
-    /// Idle connections kept per host: the number of threads sharing the agent.
-    pub pool_per_host: u32,
     /// Extra request headers (`--header`), e.g. `Authorization`. Never logged.
     pub headers: Vec<(String, String)>,
     /// Gaussian blur applied to each saved image (`--blur SIGMA`), if any.
