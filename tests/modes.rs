@@ -14,6 +14,8 @@ struct Case {
     logs: usize,
     /// Distinct worker processes expected (proc mode).
     procs: Option<usize>,
+    /// Worker loops, each of which keeps one connection alive for all its items.
+    loops: u64,
 }
 
 const CASES: &[Case] = &[
@@ -21,16 +23,19 @@ const CASES: &[Case] = &[
         args: &["--mode", "serial"],
         logs: 1,
         procs: None,
+        loops: 1,
     },
     Case {
         args: &["--mode", "threads", "--threads", "4"],
         logs: 4,
         procs: None,
+        loops: 4,
     },
     Case {
         args: &["--mode", "proc", "--procs", "3"],
         logs: 3,
         procs: Some(3),
+        loops: 3,
     },
     Case {
         args: &[
@@ -45,6 +50,7 @@ const CASES: &[Case] = &[
         ],
         logs: 2,
         procs: Some(2),
+        loops: 6,
     },
 ];
 
@@ -63,9 +69,15 @@ fn every_mode_downloads_every_flag_byte_exact() {
             "--json",
         ];
         args.extend_from_slice(case.args);
+        let connections_before = site.stats()["connections"].as_u64().unwrap();
         let out = work.run(&args);
         let what = format!("{:?}", case.args);
         assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+
+        // Connections: one per worker loop, reused for all its items. Each
+        // `/stats` request comes on a connection of its own.
+        let opened = site.stats()["connections"].as_u64().unwrap() - connections_before - 1;
+        assert_eq!(opened, case.loops, "{what}: connections opened");
         let report: serde_json::Value =
             serde_json::from_str(&stdout(&out)).expect("stdout is one JSON document");
 

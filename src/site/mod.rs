@@ -36,6 +36,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::sync::oneshot;
 
@@ -89,6 +90,8 @@ struct Shared {
     /// Flag requests being answered right now, and the most there ever were.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Connections accepted, so a test can check that a client reuses them.
+    connections: Arc<AtomicU64>,
 }
 
 /// Counts a flag request as in flight while it lives; dropped when the answer
@@ -188,7 +191,17 @@ impl Site {
                 })
                 .collect(),
         );
-        let app = router(config, faults, Arc::clone(&flags), wire.local_addr()?);
+        let connections = Arc::new(AtomicU64::new(0));
+        let app = router(
+            config,
+            faults,
+            Arc::clone(&flags),
+            wire.local_addr()?,
+            Arc::clone(&connections),
+        );
+        let listener = listener.tap_io(move |_| {
+            connections.fetch_add(1, Ordering::Relaxed);
+        });
         runtime.spawn(wire::serve(wire, flags));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -253,6 +266,7 @@ fn router(
     faults: FaultConfig,
     flags: Arc<HashMap<String, Bytes>>,
     wire: SocketAddr,
+    connections: Arc<AtomicU64>,
 ) -> Router {
     let shared = Arc::new(Shared {
         flags,
@@ -265,6 +279,7 @@ fn router(
         arrivals: Mutex::new(VecDeque::new()),
         in_flight: AtomicU64::new(0),
         max_in_flight: AtomicU64::new(0),
+        connections,
     });
     Router::new()
         .route(&format!("{FLAGS_PATH}/{{file}}"), get(serve_flag))
@@ -370,7 +385,9 @@ async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {
         .map(|ms| (ms * 1000.0).round() / 1000.0)
         .collect();
     let max_in_flight = site.max_in_flight.load(Ordering::SeqCst);
+    let connections = site.connections.load(Ordering::Relaxed);
     let body = serde_json::json!({
+        "connections": connections,
         "requests": requests,
         "by_name": by_name,
         "arrivals_ms": arrivals_ms,
