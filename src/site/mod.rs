@@ -332,6 +332,10 @@ async fn serve_flag(
 /// in a healthy answer send it as is, whatever the request's conditions.)
 fn flag_response(jpeg: Bytes) -> Response {
     let etag = conditional::etag(&jpeg);
+    tagged_flag_response(jpeg, etag)
+}
+
+fn tagged_flag_response(jpeg: Bytes, etag: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "image/jpeg".to_string()),
@@ -363,7 +367,8 @@ fn conditional_flag_response(request: &HeaderMap, jpeg: Bytes) -> Response {
         )
             .into_response();
     }
-    flag_response(jpeg)
+    // The tag is a checksum of the whole body: computed once per request.
+    tagged_flag_response(jpeg, etag)
 }
 
 async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {
