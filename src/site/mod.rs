@@ -19,6 +19,7 @@
 
 pub mod apis;
 pub mod conditional;
+mod delay;
 pub mod faults;
 pub mod flag;
 mod wire;
@@ -92,6 +93,8 @@ struct Shared {
     max_in_flight: AtomicU64,
     /// Connections accepted, so a test can check that a client reuses them.
     connections: Arc<AtomicU64>,
+    /// The latency's timer, when there is a latency.
+    delays: Option<delay::Delays>,
 }
 
 /// Counts a flag request as in flight while it lives; dropped when the answer
@@ -144,8 +147,8 @@ impl Shared {
     async fn latency_and_errors(&self) -> Option<Response> {
         let config = &self.config;
         let delay = config.delay_ms + fastrand::u64(0..=config.jitter_ms);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+        if let (Some(delays), true) = (&self.delays, delay > 0) {
+            delays.sleep(Duration::from_millis(delay)).await;
         }
         (config.error_rate > 0.0 && fastrand::f64() < config.error_rate)
             .then(|| (StatusCode::SERVICE_UNAVAILABLE, "simulated error\n").into_response())
@@ -192,12 +195,18 @@ impl Site {
                 .collect(),
         );
         let connections = Arc::new(AtomicU64::new(0));
+        let delays = if config.delay_ms > 0 || config.jitter_ms > 0 {
+            Some(delay::Delays::start()?)
+        } else {
+            None
+        };
         let app = router(
             config,
             faults,
             Arc::clone(&flags),
             wire.local_addr()?,
             Arc::clone(&connections),
+            delays,
         );
         let listener = listener.tap_io(move |_| {
             connections.fetch_add(1, Ordering::Relaxed);
@@ -267,6 +276,7 @@ fn router(
     flags: Arc<HashMap<String, Bytes>>,
     wire: SocketAddr,
     connections: Arc<AtomicU64>,
+    delays: Option<delay::Delays>,
 ) -> Router {
     let shared = Arc::new(Shared {
         flags,
@@ -280,6 +290,7 @@ fn router(
         in_flight: AtomicU64::new(0),
         max_in_flight: AtomicU64::new(0),
         connections,
+        delays,
     });
     Router::new()
         .route(&format!("{FLAGS_PATH}/{{file}}"), get(serve_flag))
