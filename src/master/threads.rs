@@ -35,8 +35,20 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
     let pid = std::process::id();
     let (events_tx, events) = unbounded::<Envelope>();
     let mut started_any = false;
-    for worker in 1..=config.threads {
-        let log = open_worker_log(&config.log_dir, worker)?;
+    // Everything a thread needs is made before the first one starts. Once
+    // threads run, the main thread shares the cores with them: opening the
+    // logs between the spawns took 11 to 37 ms of the 38 to 73 ms it took to
+    // start 256 threads, and every later thread started that much later.
+    let ready = (1..=config.threads)
+        .map(|worker| {
+            Ok((
+                worker,
+                open_worker_log(&config.log_dir, worker)?,
+                fetcher.for_thread(),
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    for (worker, log, fetcher) in ready {
         let (commands_tx, commands) = unbounded::<Command>();
         let mut first = {
             let mut collector = lock(collector);
@@ -45,7 +57,6 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
             // the main loop, which runs only once every thread is spawned.
             collector.take_chunk(worker)
         };
-        let fetcher = fetcher.for_thread();
         let events = events_tx.clone();
         let spawned = thread::Builder::new()
             .name(format!("worker-{worker:02}"))
