@@ -79,6 +79,10 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Descriptors a process holds besides those of its worker loops: standard
+/// streams, lists, logs, IPC channels, the runtime's own.
+const BASE_DESCRIPTORS: usize = 64;
+
 /// A run with 1000 connections holds about 2000 descriptors (sockets, files
 /// being written), and the built-in site as many; the usual soft limit of 1024
 /// would make connects fail. The hard limit is ours to use, so the soft one is
@@ -172,6 +176,11 @@ fn describe_site(config: &SiteConfig) -> String {
 
 fn download(args: RunArgs) -> Result<u8, Error> {
     let mut config = RunConfig::from_args(args)?;
+    // While this process has one thread (see `reserve_descriptors`); the
+    // built-in site reserves its own.
+    flagmaster_worker::reserve_descriptors(
+        BASE_DESCRIPTORS + flagmaster_worker::FDS_PER_LOOP * config.concurrency() as usize,
+    );
 
     // The built-in site always serves the built-in list: like a real site, it
     // has the flags it has, and other names are 404s.

@@ -174,6 +174,9 @@ impl Site {
         faults: FaultConfig,
         bind: SocketAddr,
     ) -> io::Result<Site> {
+        // Before the runtime's threads start (see `reserve_descriptors`): a
+        // connection per slot of the backlog, plus the site's own.
+        flagmaster_worker::reserve_descriptors(BACKLOG as usize + 64);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("flag-site")

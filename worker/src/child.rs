@@ -90,6 +90,8 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         Command::Setup(setup) => setup,
         other => return Err(ChildError::Protocol(format!("{other:?}"))),
     };
+    // Before any thread of ours starts (see `reserve_descriptors`).
+    crate::reserve_descriptors(64 + crate::FDS_PER_LOOP * setup.threads as usize);
     let log = LogFile::append(&setup.log).map_err(|source| ChildError::Log {
         path: setup.log.display().to_string(),
         source,
