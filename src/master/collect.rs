@@ -6,7 +6,9 @@
 //! died), so that no report is lost. A `Want` that arrives while the queue is
 //! empty but other workers still hold unfinished items is parked rather than
 //! answered with `Done`: if one of those workers dies, its items go back to the
-//! queue and the parked workers pick them up.
+//! queue and the parked workers pick them up. No more `Want`s are parked than
+//! there are unfinished items, since no more could ever come back; the others
+//! are answered `Done` at once.
 //!
 //! The collector is shared (`Arc<Mutex<_>>`) between the thread that drives the
 //! run and the signal watcher, which must be able to stop the workers and print
@@ -334,11 +336,14 @@ impl Collector {
         self.answer_parked();
     }
 
-    /// Answers parked `Want`s: with chunks while there are any, with `Done` once
-    /// nothing is queued or outstanding anywhere (or the run is stopping).
+    /// Answers parked `Want`s: with chunks while there are any, and with `Done`
+    /// those beyond the number of items still outstanding (all of them once
+    /// nothing is, or the run is stopping). Keeping all of them until the last
+    /// item ended meant waking every idle worker at that moment, one futex
+    /// wake each: 255 of them at the end of a run with 256 threads.
     fn answer_parked(&mut self) {
         while !self.parked.is_empty() {
-            if !self.stopping && self.queue.is_empty() && self.outstanding > 0 {
+            if !self.stopping && self.queue.is_empty() && self.parked.len() <= self.outstanding {
                 return;
             }
             let Some(worker) = self.parked.pop_front() else {
@@ -521,5 +526,99 @@ impl WorkerState {
             }),
             exit: exit.map(str::to_string),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::unbounded;
+    use flagmaster_worker::protocol::Status;
+
+    use crate::progress::Display;
+
+    fn item(index: u32) -> Item {
+        Item {
+            index,
+            name: format!("N{index}"),
+            url: format!("http://127.0.0.1:1/N{index}.jpg"),
+            file: format!("N{index}.jpg"),
+            ext_from_type: false,
+            validators: None,
+        }
+    }
+
+    fn report(index: u32) -> ItemReport {
+        ItemReport {
+            index,
+            name: format!("N{index}"),
+            status: Status::Ok,
+            http: Some(200),
+            bytes: 10,
+            ms: 5,
+            attempts: 1,
+            reason: None,
+            blur_ms: None,
+            worker: 0,
+            thread: 0,
+            etag: None,
+            last_modified: None,
+        }
+    }
+
+    /// What a worker was told, if anything.
+    fn told(rx: &Receiver<Command>) -> Option<String> {
+        rx.try_recv().ok().map(|c| match c {
+            Command::Chunk(items) => format!(
+                "chunk {:?}",
+                items.iter().map(|i| i.index).collect::<Vec<_>>()
+            ),
+            other => format!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn parks_no_more_wants_than_items_that_could_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(LogFile::append(&dir.path().join("master.log")).unwrap());
+        let progress = Progress::new(Display::Silent, 2);
+        let mut c = Collector::new(
+            vec![item(0), item(1)],
+            Chunking::Fixed(1),
+            log,
+            Duration::from_secs(60),
+            progress,
+        );
+        let rx: Vec<Receiver<Command>> = (1..=3)
+            .map(|w| {
+                let (tx, rx) = unbounded();
+                c.add_worker(w, 100 + w, false, Some(Box::new(tx)));
+                rx
+            })
+            .collect();
+        let want = || Event::Want { thread: 0 };
+        c.handle(1, want());
+        c.handle(2, want());
+        assert_eq!(told(&rx[0]).as_deref(), Some("chunk [0]"));
+        assert_eq!(told(&rx[1]).as_deref(), Some("chunk [1]"));
+        // Two items out, one idle worker: it waits, as either item may come back.
+        c.handle(3, want());
+        assert_eq!(told(&rx[2]), None);
+        // Worker 2 is done with its item: one item is out, two workers idle.
+        c.handle(2, Event::Item(report(1)));
+        c.handle(2, want());
+        assert_eq!(
+            told(&rx[2]).as_deref(),
+            Some("Done"),
+            "the longest parked goes"
+        );
+        assert_eq!(told(&rx[1]), None);
+        // Worker 1 dies holding item 0: the worker still parked takes it.
+        c.mark_gone(1);
+        c.settle_gone(1, Some("signal: 9".into()));
+        assert_eq!(told(&rx[1]).as_deref(), Some("chunk [0]"));
+        c.handle(2, Event::Item(report(0)));
+        c.handle(2, want());
+        assert_eq!(told(&rx[1]).as_deref(), Some("Done"));
     }
 }
