@@ -38,6 +38,9 @@ use crate::save::{check_file_name, extension_for_type, save_stream, Expect, Save
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest back-off, and the cap on a server's `Retry-After`.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How much of an item's time may be gone before its attempt gets a timeout
+/// of its own (see `attempt`): what a deadline may be overrun by.
+const BUDGET_SLACK: Duration = Duration::from_millis(1);
 /// Hosts an agent keeps an idle connection to.
 const IDLE_HOSTS: usize = 10;
 /// Buffers of each connection (see `Fetcher::new`).
@@ -258,8 +261,17 @@ impl Fetcher {
                 request = request.header(IF_MODIFIED_SINCE, date);
             }
         }
-        let request = request.config().timeout_global(Some(budget)).build();
-        let mut response = match request.call() {
+        // The agent's own global timeout is the whole `--timeout`: a request
+        // of its own (a copy of the agent's configuration) is needed only
+        // once part of the item's budget is spent, by earlier attempts or a
+        // wait for a politeness slot.
+        let full = Duration::from_millis(self.settings.timeout_ms);
+        let called = if full.saturating_sub(budget) <= BUDGET_SLACK {
+            request.call()
+        } else {
+            request.config().timeout_global(Some(budget)).build().call()
+        };
+        let mut response = match called {
             Ok(r) => r,
             Err(e) => {
                 let (reason, transient) = describe_ureq(&e);
