@@ -88,12 +88,12 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
                 send(Event::Finished(
                     tally.summary(started.elapsed().as_secs_f64()),
                 ));
-                // Gone before lingering: the run is over for this thread.
+                // Gone before the end: the run is over for this thread.
                 drop(_gone);
-                flagmaster_worker::linger()
+                flagmaster_worker::end_thread()
             });
         match spawned {
-            // Not joined: a finished thread lingers (see `linger`).
+            // Not joined: a finished thread ends itself (see `end_thread`).
             Ok(_) => started_any = true,
             Err(e) => {
                 // Threads already started are released by the drained loop below.

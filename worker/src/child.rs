@@ -147,8 +147,8 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
             }
         })
     };
-    // Each worker thread sends its outcome here and then lingers (see
-    // `linger`) instead of being joined.
+    // Each worker thread sends its outcome here and then ends itself (see
+    // `end_thread`) instead of being joined.
     let (done_tx, done) = crossbeam_channel::unbounded::<thread::Result<Tally>>();
     let log = Arc::new(log);
     let reported = Arc::new(AtomicU32::new(0));
@@ -190,7 +190,7 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
             drop(reports_tx);
             let _ = done_tx.send(outcome);
             drop(done_tx);
-            crate::linger()
+            crate::end_thread()
         };
         thread::Builder::new()
             .name(format!("worker-{worker:02}-{thread}"))
