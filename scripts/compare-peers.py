@@ -8,7 +8,7 @@ wall times (and CPU seconds of the client) over --runs runs.
 
 Installs curl, wget2 and aria2 from Debian if they are missing (needs root and apt).
 
-    scripts/compare-peers.py [--bin target/release/flagmaster] [--runs 3] [--quick]
+    scripts/compare-peers.py [--bin target/release/flagmaster] [--runs 3] [--only 2] [--quick]
 """
 import argparse
 import math
@@ -98,12 +98,17 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--flags", default="flags.txt")
     ap.add_argument("--quick", action="store_true", help="only the first workload")
+    ap.add_argument("--only", type=int, choices=range(1, len(WORKLOADS) + 1),
+                    help="only this workload (1 to %d, in the table's order)" % len(WORKLOADS))
     args = ap.parse_args()
     ensure_tools()
     tools = ["curl --parallel", "wget2", "aria2c", "flagmaster threads", "flagmaster proc"]
     scratch_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
     rows = []
-    for label, items, delay, jitter, conc, procs in WORKLOADS[: 1 if args.quick else None]:
+    workloads = WORKLOADS[: 1 if args.quick else None]
+    if args.only:
+        workloads = [WORKLOADS[args.only - 1]]
+    for label, items, delay, jitter, conc, procs in workloads:
         with tempfile.TemporaryDirectory(dir=scratch_root) as tmp:
             list_path = os.path.join(tmp, "names.txt")
             ns = names(items, args.flags)
@@ -134,13 +139,14 @@ def main():
                         shutil.rmtree(dest, ignore_errors=True)
                         shutil.rmtree(dest + ".logs", ignore_errors=True)
                     split = f" ({procs}x{conc // procs})" if tool == "flagmaster proc" else ""
-                    cells[tool] = f"{statistics.median(walls):.2f} s / {statistics.median(cpus):.2f} cpu{split}{note}"
-                    print(f"{label}: {tool}: {cells[tool]} (runs: {', '.join(f'{w:.2f}' for w in walls)})", file=sys.stderr)
+                    # Milliseconds: at 0.4 s, the targets are a few of them apart.
+                    cells[tool] = f"{statistics.median(walls):.3f} s / {statistics.median(cpus):.2f} cpu{split}{note}"
+                    print(f"{label}: {tool}: {cells[tool]} (runs: {', '.join(f'{w:.3f}' for w in walls)})", file=sys.stderr)
             finally:
                 site.kill()
                 site.wait()
         mean = (delay + jitter / 2) / 1000
-        ideal = f"{math.ceil(items / conc) * mean:.2f} s" if mean > 0 else "server-bound"
+        ideal = f"{math.ceil(items / conc) * mean:.3f} s" if mean > 0 else "server-bound"
         rows.append((label, ideal, [cells[t] for t in tools]))
     print(f"Median of {args.runs} runs, wall time / client CPU seconds; files on tmpfs; "
           f"built-in site on 127.0.0.1 ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores).\n")
