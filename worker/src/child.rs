@@ -108,7 +108,7 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
     {
         let finishing = Arc::clone(&finishing);
         let dest = setup.dest.clone();
-        thread::spawn(move || loop {
+        let pump = move || loop {
             match commands.recv() {
                 Ok(Command::Stop) => crate::request_stop(),
                 Ok(command) => {
@@ -126,7 +126,11 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
                     std::process::exit(EXIT_MASTER_GONE);
                 }
             }
-        });
+        };
+        thread::Builder::new()
+            .name(format!("pump-{worker:02}"))
+            .spawn(pump)
+            .map_err(ChildError::Thread)?;
     }
 
     let mut first_chunks = setup.first_chunks.into_iter();
@@ -137,15 +141,18 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
     // when they are slow, a report still goes at once.
     let reporter = {
         let events = events.clone();
-        thread::spawn(move || {
-            while let Ok(first) = reports.recv() {
-                let mut batch = vec![first];
-                batch.extend(reports.try_iter().take(MAX_BATCH - 1));
-                if events.send(Event::Items(batch)).is_err() {
-                    return;
+        thread::Builder::new()
+            .name(format!("report-{worker:02}"))
+            .spawn(move || {
+                while let Ok(first) = reports.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(reports.try_iter().take(MAX_BATCH - 1));
+                    if events.send(Event::Items(batch)).is_err() {
+                        return;
+                    }
                 }
-            }
-        })
+            })
+            .map_err(ChildError::Thread)?
     };
     // Each worker thread sends its outcome here and then ends itself (see
     // `end_thread`) instead of being joined.
