@@ -90,10 +90,8 @@ impl Delays {
         let (done, woken) = oneshot::channel();
         {
             let mut state = self.shared.lock();
-            // The thread sleeps until the earliest deadline, so only an
-            // earlier one needs to wake it. With one latency for every
-            // request that is never the case, and the thread wakes once per
-            // answer rather than twice (once to hear of the request).
+            // The thread sleeps until the earliest deadline: only an earlier
+            // one needs to wake it (see the module's doc).
             let earliest = state.pending.peek().is_none_or(|next| at < next.0.at);
             state.pending.push(Reverse(Pending { at, done }));
             if earliest {
