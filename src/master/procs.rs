@@ -242,7 +242,7 @@ fn greet(
             .map_while(|_| collector.take_chunk(worker))
             .collect()
     };
-    let setup = WorkerSetup {
+    let setup = Box::new(WorkerSetup {
         worker,
         threads: config.threads,
         dest: config.dest.clone(),
@@ -250,7 +250,7 @@ fn greet(
         fetch: config.fetch.clone(),
         polite: polite.map(|r| r.path().to_path_buf()),
         first_chunks,
-    };
+    });
     if hello.commands.send(Command::Setup(setup)).is_err() {
         lock(collector).abandon_worker(worker);
         return false;

@@ -87,7 +87,7 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         commands: commands_tx,
     }))?;
     let setup = match commands.recv()? {
-        Command::Setup(setup) => setup,
+        Command::Setup(setup) => *setup,
         other => return Err(ChildError::Protocol(format!("{other:?}"))),
     };
     // Before any thread of ours starts (see `reserve_descriptors`).

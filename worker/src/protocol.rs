@@ -137,7 +137,10 @@ pub struct Hello {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Command {
     /// Settings for a worker process; the first command it gets (proc mode only).
-    Setup(WorkerSetup),
+    /// Boxed so that a `Command` is 32 bytes, not 176: threads mode gives every
+    /// worker thread a channel of them, whose first send allocates a block of
+    /// 31 slots, and at 256 threads those blocks were about 400 page faults.
+    Setup(Box<WorkerSetup>),
     /// Items to download, answering a `Want`.
     Chunk(Vec<Item>),
     /// No more work for the thread that asked.
