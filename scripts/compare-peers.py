@@ -4,7 +4,8 @@
 Serves the same files from flagmaster's built-in site on 127.0.0.1, downloads them with each
 tool (and with flagmaster in threads and proc mode) into fresh directories on tmpfs, checks that
 every client got every file with the right total size, and prints a markdown table of median
-wall times (and CPU seconds of the client) over --runs runs.
+wall times (and CPU seconds of the client) over --runs runs, taken in turn (one run of
+each tool per round).
 
 Installs curl, wget2 and aria2 from Debian if they are missing (needs root and apt).
 
@@ -122,33 +123,41 @@ def main():
                     for n in ns:
                         f.write(f"{base}/{n}.jpg\n")
                         c.write(f'url = "{base}/{n}.jpg"\n')
-                cells = {}
+                # Round robin: run r of every tool before run r+1 of any. This
+                # machine's speed drifts by the hour, and one tool's runs all in
+                # a row would give that tool its own phase of the drift.
+                walls = {tool: [] for tool in tools}
+                cpus = {tool: [] for tool in tools}
+                notes = {tool: "" for tool in tools}
                 expected_size = None
-                for tool in tools:
-                    walls, cpus, note = [], [], ""
-                    for run in range(args.runs):
+                for run in range(args.runs):
+                    for tool in tools:
                         dest = os.path.join(tmp, f"{tool.replace(' ', '_')}-{run}")
                         cmd = commands(tool, args.bin, base, urls, cfg, list_path, dest, conc, procs)
                         wall, cpu, nfiles, size, ok, err = run_once(cmd, dest, items)
                         if expected_size is None and ok:
                             expected_size = size
                         if not ok or size != expected_size:
-                            note = f" (incomplete: {nfiles}/{items} files, {size} bytes{'; ' + err if err else ''})"
-                        walls.append(wall)
-                        cpus.append(cpu)
+                            notes[tool] = f" (incomplete: {nfiles}/{items} files, {size} bytes{'; ' + err if err else ''})"
+                        walls[tool].append(wall)
+                        cpus[tool].append(cpu)
                         shutil.rmtree(dest, ignore_errors=True)
                         shutil.rmtree(dest + ".logs", ignore_errors=True)
+                cells = {}
+                for tool in tools:
                     split = f" ({procs}x{conc // procs})" if tool == "flagmaster proc" else ""
                     # Milliseconds: at 0.4 s, the targets are a few of them apart.
-                    cells[tool] = f"{statistics.median(walls):.3f} s / {statistics.median(cpus):.2f} cpu{split}{note}"
-                    print(f"{label}: {tool}: {cells[tool]} (runs: {', '.join(f'{w:.3f}' for w in walls)})", file=sys.stderr)
+                    cells[tool] = (f"{statistics.median(walls[tool]):.3f} s / "
+                                   f"{statistics.median(cpus[tool]):.2f} cpu{split}{notes[tool]}")
+                    print(f"{label}: {tool}: {cells[tool]} (runs: {', '.join(f'{w:.3f}' for w in walls[tool])})",
+                          file=sys.stderr)
             finally:
                 site.kill()
                 site.wait()
         mean = (delay + jitter / 2) / 1000
         ideal = f"{math.ceil(items / conc) * mean:.3f} s" if mean > 0 else "server-bound"
         rows.append((label, ideal, [cells[t] for t in tools]))
-    print(f"Median of {args.runs} runs, wall time / client CPU seconds; files on tmpfs; "
+    print(f"Median of {args.runs} runs (taken in turn, one of each tool per round), wall time / client CPU seconds; files on tmpfs; "
           f"built-in site on 127.0.0.1 ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores).\n")
     print("| workload | ideal (latency limit) | " + " | ".join(tools) + " |")
     print("|---|---|" + "---|" * len(tools))
