@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::Site;
+use flagmaster::site::conditional::{etag, LAST_MODIFIED};
 use flagmaster::site::flag::flag_jpeg;
 use ureq::http::Response;
 use ureq::{Agent, Body};
@@ -119,6 +120,36 @@ fn status_faults_fail_first_then_serve_the_flag() {
     assert_eq!(stats["by_name"]["Chad__flaky"], 3);
     assert_eq!(stats["by_name"]["Fiji__flaky"], 1);
     assert!(stats["by_name"].get("Chad").is_none());
+}
+
+#[test]
+fn healthy_answers_carry_their_validators_and_honour_them() {
+    let site = Site::start(&[]);
+    let agent = quick();
+    let chad = flag_jpeg("Chad");
+    let mut res = get(&agent, &site.url("Chad"));
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "content-type"), "image/jpeg");
+    assert_eq!(header(&res, "last-modified"), LAST_MODIFIED);
+    // Made once per flag at start-up: still the checksum of what is served.
+    let tag = header(&res, "etag").to_string();
+    assert_eq!(tag, etag(&chad));
+    assert_eq!(res.body_mut().read_to_vec().expect("body"), chad);
+    let mut fiji = get(&agent, &site.url("Fiji"));
+    assert_ne!(header(&fiji, "etag"), tag, "every flag has its own tag");
+    let _ = fiji.body_mut().read_to_vec();
+
+    let conditional = |tag: &str| {
+        let mut res = agent
+            .get(&site.url("Chad"))
+            .header("If-None-Match", tag)
+            .call()
+            .expect("response");
+        let body = res.body_mut().read_to_vec().expect("body");
+        (res.status().as_u16(), body.len())
+    };
+    assert_eq!(conditional(&tag), (304, 0));
+    assert_eq!(conditional("\"other\""), (200, chad.len()));
 }
 
 #[test]

@@ -232,7 +232,7 @@ async fn serve_image(
     name: Option<&str>,
     format: ImageFormat,
 ) -> Response {
-    let jpeg = name.and_then(|n| site.flags.get(n));
+    let jpeg = name.and_then(|n| site.flags.get(n)).map(|flag| &flag.jpeg);
     site.count(counted, jpeg.is_some());
     if let Some(failure) = site.latency_and_errors().await {
         return failure;

@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 
 /// `Last-Modified` of every flag. A constant, because a flag's bytes depend
 /// only on its name (and on the generator of this version of flagmaster).
@@ -18,6 +18,12 @@ pub const LAST_MODIFIED: &str = "Thu, 01 Jan 2026 00:00:00 GMT";
 /// A strong ETag for `bytes`: their CRC-32 and length, quoted.
 pub fn etag(bytes: &[u8]) -> String {
     format!("\"{:08x}-{:x}\"", crc32fast::hash(bytes), bytes.len())
+}
+
+/// [`etag`] as a header value.
+pub fn etag_header(bytes: &[u8]) -> HeaderValue {
+    // Quotes, hex digits and a dash are all visible ASCII.
+    HeaderValue::from_str(&etag(bytes)).expect("an ETag is visible ASCII")
 }
 
 /// Whether a request with these headers already has the representation with
