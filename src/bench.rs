@@ -1,8 +1,9 @@
 //! `flagmaster bench`: the classic comparison, measured. The same workload is
 //! downloaded serially, with a thread pool, with worker processes and with
-//! processes x threads, a warm-up and then `--runs` times each, every run a
-//! fresh `flagmaster` process into a fresh dest, against the built-in DELAY
-//! site (or `--base-url`). The table is pure arithmetic over the samples.
+//! processes x threads, a warm-up round and then `--runs` rounds, one run of
+//! each setup per round, every run a fresh `flagmaster` process into a fresh
+//! dest, against the built-in DELAY site (or `--base-url`). The table is pure
+//! arithmetic over the samples.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -299,15 +300,19 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         .blur
         .map_or_else(String::new, |s| format!(", --blur {s}"));
     eprintln!(
-        "bench: {} items from {base} ({site_label}), {} run(s) after a warm-up per setup{blur_note}",
+        "bench: {} items from {base} ({site_label}), {} round(s) of every setup after a warm-up round{blur_note}",
         names.len(),
         args.runs
     );
-    let mut measured = Vec::new();
-    for setup in setups {
-        let mut samples = Vec::new();
-        for run in 0..=args.runs {
-            let sample = measure(&exe, &setup, &base, &list_path, work.path(), args.blur)?;
+    // In turn: a warm-up round, then run r of every setup before run r+1 of
+    // any. A machine's speed drifts (on this project's, by several percent
+    // within an hour), and all of one setup's runs in a row would give each
+    // setup its own stretch of the drift.
+    let mut measured: Vec<(Setup, Vec<Sample>)> =
+        setups.into_iter().map(|s| (s, Vec::new())).collect();
+    for run in 0..=args.runs {
+        for (setup, samples) in &mut measured {
+            let sample = measure(&exe, setup, &base, &list_path, work.path(), args.blur)?;
             if run > 0 {
                 eprintln!(
                     "bench: {} {}x{} run {run}: {:.3} s, {} ok",
@@ -316,7 +321,6 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
                 samples.push(sample);
             }
         }
-        measured.push((setup, samples));
     }
     let bench = Bench {
         items: names.len(),

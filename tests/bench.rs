@@ -72,6 +72,18 @@ fn bench_measures_every_setup_and_every_run_completes() {
         );
     }
     assert_eq!(rows[0]["speedup_vs_serial"], 1.0);
+    // The setups take turns: run 1 of each, then run 2 of each.
+    let order: Vec<String> = stderr(&out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench: "))
+        .filter(|l| l.contains(" run "))
+        .map(|l| l.split(':').next().unwrap_or("").to_string())
+        .collect();
+    let setups = ["serial 1x1", "threads 1x3", "proc 3x1", "hybrid 2x2"];
+    let expected: Vec<String> = (1..=2)
+        .flat_map(|run| setups.iter().map(move |s| format!("{s} run {run}")))
+        .collect();
+    assert_eq!(order, expected, "{}", stderr(&out));
 }
 
 #[test]
