@@ -84,9 +84,15 @@ def main():
             site, base = peers.start_site(args.bin, list_path, args.delay_ms, 0)
             try:
                 limit = math.ceil(items / conc) * delay
-                for mode in ("threads", "proc"):
-                    walls, cpus, sites, bad = [], [], [], ""
-                    for run in range(args.runs):
+                modes = ("threads", "proc")
+                walls = {m: [] for m in modes}
+                cpus = {m: [] for m in modes}
+                sites = {m: [] for m in modes}
+                bad = {m: "" for m in modes}
+                # In turn, one run of each mode per round, so that a drift in
+                # the machine's speed is shared by both modes.
+                for run in range(args.runs):
+                    for mode in modes:
                         dest = os.path.join(tmp, f"{mode}-{run}")
                         cmd = [args.bin, "--base-url", base, "--list", list_path, "--dest", dest,
                                "--log-dir", dest + ".logs", "--retries", "0", "--mode", mode]
@@ -97,22 +103,24 @@ def main():
                             cmd += ["--procs", str(procs), "--threads", str(threads)]
                         wall, cpu, site_s, ok, note = run_once(cmd, dest, items, site.pid)
                         if not ok:
-                            bad = f" (incomplete: {note})"
-                        walls.append(wall)
-                        cpus.append(cpu)
-                        sites.append(site_s)
+                            bad[mode] = f" (incomplete: {note})"
+                        walls[mode].append(wall)
+                        cpus[mode].append(cpu)
+                        sites[mode].append(site_s)
                         shutil.rmtree(dest, ignore_errors=True)
                         shutil.rmtree(dest + ".logs", ignore_errors=True)
-                    wall = statistics.median(walls)
+                for mode in modes:
+                    wall = statistics.median(walls[mode])
                     label = mode if mode == "threads" else "proc {}x{}".format(*proc_split(conc))
                     print(f"| {items} | {conc} | {math.ceil(items / conc)} | {limit:.2f} s | {label} "
-                          f"| {wall:.2f} s{bad} | {wall / limit:.2f} | {statistics.median(cpus):.2f} "
-                          f"| {statistics.median(sites):.2f} |", flush=True)
-                    print(f"{items}x{conc} {mode}: runs {', '.join(f'{w:.2f}' for w in walls)}", file=sys.stderr)
+                          f"| {wall:.2f} s{bad[mode]} | {wall / limit:.2f} | {statistics.median(cpus[mode]):.2f} "
+                          f"| {statistics.median(sites[mode]):.2f} |", flush=True)
+                    print(f"{items}x{conc} {mode}: runs {', '.join(f'{w:.2f}' for w in walls[mode])}",
+                          file=sys.stderr)
             finally:
                 site.kill()
                 site.wait()
-    print(f"\nMedian of {args.runs} runs; {args.delay_ms} ms latency; files on tmpfs; "
+    print(f"\nMedian of {args.runs} runs (the modes in turn); {args.delay_ms} ms latency; files on tmpfs; "
           f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores).")
 
 
