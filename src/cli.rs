@@ -88,6 +88,13 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub threads: Option<u32>,
 
+    /// Pin each worker process to one CPU, taking the CPUs flagmaster may run
+    /// on in turn (proc mode). Saves switches between the workers' address
+    /// spaces when work is CPU-bound; best with at most one worker per CPU on
+    /// an otherwise idle machine.
+    #[arg(long, help_heading = CONCURRENCY)]
+    pub pin: bool,
+
     /// Names, one per line; blank lines and '#' comments are ignored
     /// [default: the built-in copy of flags.txt].
     #[arg(long, value_name = "FILE", help_heading = SOURCE)]

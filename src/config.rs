@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub procs: u32,
     /// Threads per worker process, or the pool size in threads mode.
     pub threads: u32,
+    /// Pin each worker process to one CPU (`--pin`, proc mode only).
+    pub pin: bool,
     pub input: Input,
     /// Take only the first N items.
     pub limit: Option<usize>,
@@ -91,6 +93,11 @@ impl RunConfig {
 
         // Checked here rather than by clap, whose message for a missing
         // companion option spans several lines.
+        if args.pin && args.mode != Mode::Proc {
+            return Err(Error::Usage(
+                "--pin pins worker processes to CPUs: it needs --mode proc".into(),
+            ));
+        }
         if args.keep_original && args.blur.is_none() {
             return Err(Error::Usage(
                 "--keep-original needs --blur SIGMA (it keeps the original next to the blurred copy)"
@@ -121,6 +128,7 @@ impl RunConfig {
             mode: args.mode,
             procs,
             threads,
+            pin: args.pin,
             input,
             limit: args.limit,
             duplicates,

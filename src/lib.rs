@@ -276,9 +276,10 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     };
     let _ = writeln!(
         notes,
-        "Mode: {mode}, {} x {} thread(s), {} items{share} from {} in chunks of {}{chunk_size} -> {} (logs in {})",
+        "Mode: {mode}, {} x {} thread(s){}, {} items{share} from {} in chunks of {}{chunk_size} -> {} (logs in {})",
         config.procs,
         config.threads,
+        if config.pin { ", pinned to CPUs" } else { "" },
         total,
         config.list_label,
         match chunking {
@@ -334,6 +335,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("mode", &mode),
         ("procs", &config.procs),
         ("threads", &config.threads),
+        ("pin", &config.pin),
         ("items", &total),
         ("shard", &shard_field),
         ("shard_source", &shard_source),

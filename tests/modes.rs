@@ -292,3 +292,52 @@ fn every_process_reports_its_own_peak_memory() {
         }
     }
 }
+
+#[test]
+fn pinned_workers_take_the_cpus_in_turn() {
+    let site = Site::start(&[]);
+    let work = Work::new();
+    let run = |extra: &[&str]| {
+        let args = [
+            "--base-url",
+            site.base.as_str(),
+            "--limit",
+            "12",
+            "--mode",
+            "proc",
+        ];
+        work.run(&[&args[..], &["--procs", "3", "--threads", "2"][..], extra].concat())
+    };
+    let pinned_to = |log: &str| -> Vec<String> {
+        log.lines()
+            .map(logfmt)
+            .filter(|f| f.get("event").map(String::as_str) == Some("pinned"))
+            .map(|f| f["cpu"].clone())
+            .collect()
+    };
+
+    let out = run(&["--pin"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(work.files("flags").len(), 12);
+    assert_eq!(work.master_events("start")[0]["pin"], "true");
+    // The CPUs this test may run on are the master's, which it inherits.
+    let cpus = flagmaster_worker::affinity::allowed_cpus().unwrap();
+    let logs = work.worker_logs("logs");
+    assert_eq!(logs.len(), 3);
+    for (w, log) in logs.values().enumerate() {
+        assert_eq!(pinned_to(log), [cpus[w % cpus.len()].to_string()], "{log}");
+    }
+
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let logs = work.worker_logs("logs");
+    assert!(
+        logs.values().all(|log| pinned_to(log).is_empty()),
+        "{logs:?}"
+    );
+
+    let out = work.run(&["--base-url", &site.base, "--mode", "threads", "--pin"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--pin"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}

@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
+use flagmaster_worker::affinity::{allowed_cpus, cpu_for};
 use flagmaster_worker::child::SUBCOMMAND;
 use flagmaster_worker::polite::Region;
 use flagmaster_worker::protocol::{Command, Event, Hello, WorkerSetup};
@@ -49,10 +50,21 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
         .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
     let (accepted_tx, accepted) = unbounded::<(u32, Accepted)>();
     let (events_tx, events) = unbounded::<Envelope>();
+    let cpus = if config.pin {
+        allowed_cpus().unwrap_or_else(|e| {
+            crate::progress::warn(&format!(
+                "--pin: cannot read the CPUs this process may use ({e}); workers run unpinned"
+            ));
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     let mut hs = Handshakes {
         config,
         collector,
         polite,
+        cpus,
         events: events_tx,
         pending: Vec::new(),
         children: Vec::new(),
@@ -145,6 +157,8 @@ struct Handshakes<'a> {
     config: &'a RunConfig,
     collector: &'a Shared,
     polite: Option<&'a Region>,
+    /// The CPUs to pin the workers to in turn (`--pin`); empty: no pinning.
+    cpus: Vec<usize>,
     events: Sender<Envelope>,
     pending: Vec<(u32, Pending)>,
     children: Vec<(u32, Child)>,
@@ -160,6 +174,7 @@ impl Handshakes<'_> {
         let collector = self.collector;
         match result {
             Ok((receiver, Event::Hello(hello))) if hello.worker == worker => {
+                let cpu = cpu_for(worker, &self.cpus);
                 if greet(
                     self.config,
                     collector,
@@ -167,6 +182,7 @@ impl Handshakes<'_> {
                     receiver,
                     &self.events,
                     self.polite,
+                    cpu,
                 ) {
                     self.children.push((worker, p.child));
                 } else {
@@ -232,6 +248,7 @@ fn greet(
     receiver: IpcReceiver<Event>,
     events: &Sender<Envelope>,
     polite: Option<&Region>,
+    cpu: Option<usize>,
 ) -> bool {
     let worker = hello.worker;
     let first_chunks = {
@@ -249,6 +266,7 @@ fn greet(
         log: worker_log_path(&config.log_dir, worker),
         fetch: config.fetch.clone(),
         polite: polite.map(|r| r.path().to_path_buf()),
+        cpu,
         first_chunks,
     });
     if hello.commands.send(Command::Setup(setup)).is_err() {

@@ -96,6 +96,25 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         path: setup.log.display().to_string(),
         source,
     })?;
+    if let Some(cpu) = setup.cpu {
+        // Before any thread of ours starts, so that they all inherit it. A
+        // worker that cannot be pinned still does its work, unpinned.
+        match crate::affinity::pin_to(cpu) {
+            Ok(()) => log.line(&[
+                ("event", &"pinned"),
+                ("worker", &worker),
+                ("pid", &pid),
+                ("cpu", &cpu),
+            ]),
+            Err(e) => log.line(&[
+                ("event", &"not_pinned"),
+                ("worker", &worker),
+                ("pid", &pid),
+                ("cpu", &cpu),
+                ("reason", &e),
+            ]),
+        }
+    }
     let mut fetcher = Fetcher::new(setup.fetch.clone(), setup.dest.clone());
     if let Some(path) = &setup.polite {
         let gate = Gate::open(path, worker).map_err(ChildError::Polite)?;

@@ -7,6 +7,7 @@
 //! touch the master's queue and statistics directly, in threads mode they send
 //! over crossbeam channels, in proc mode over ipc-channel.
 
+pub mod affinity;
 pub mod blur;
 pub mod child;
 pub mod fetch;

@@ -164,6 +164,8 @@ pub struct WorkerSetup {
     /// The run's politeness region (`--max-rps`, `--per-host`), which the
     /// worker maps to share the caps with every other worker; `None`: no cap.
     pub polite: Option<PathBuf>,
+    /// The CPU to pin this worker to (`--pin`), before it starts any thread.
+    pub cpu: Option<usize>,
     /// The first chunk of each thread (fewer when the list is short). Handed
     /// out with the setup so that every thread starts at once, rather than
     /// after a `Want` that the master answers only once every worker is up.
