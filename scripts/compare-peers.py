@@ -2,10 +2,10 @@
 """flagmaster against the tools a user would pick instead: curl --parallel, wget2 and aria2c.
 
 Serves the same files from flagmaster's built-in site on 127.0.0.1, downloads them with each
-tool (and with flagmaster in threads and proc mode) into fresh directories on tmpfs, checks that
-every client got every file with the right total size, and prints a markdown table of median
-wall times (and CPU seconds of the client) over --runs runs, taken in turn (one run of
-each tool per round).
+tool (and with flagmaster in threads mode, and in proc mode without and with --pin) into fresh
+directories on tmpfs, checks that every client got every file with the right total size, and
+prints a markdown table of median wall times (and CPU seconds of the client) over --runs runs,
+taken in turn (one run of each tool per round).
 
 Installs curl, wget2 and aria2 from Debian if they are missing (needs root and apt).
 
@@ -76,7 +76,8 @@ def commands(tool, bin_, base, urls, cfg, list_path, dest, conc, procs):
     common = [bin_, "--base-url", base, "--list", list_path, "--dest", dest, "--log-dir", logs, "--retries", "0"]
     if tool == "flagmaster threads":
         return common + ["--mode", "threads", "--threads", str(conc)]
-    return common + ["--mode", "proc", "--procs", str(procs), "--threads", str(conc // procs)]
+    proc = common + ["--mode", "proc", "--procs", str(procs), "--threads", str(conc // procs)]
+    return proc + ["--pin"] if tool == "flagmaster proc --pin" else proc
 
 
 def run_once(cmd, dest, items):
@@ -103,7 +104,7 @@ def main():
                     help="only this workload (1 to %d, in the table's order)" % len(WORKLOADS))
     args = ap.parse_args()
     ensure_tools()
-    tools = ["curl --parallel", "wget2", "aria2c", "flagmaster threads", "flagmaster proc"]
+    tools = ["curl --parallel", "wget2", "aria2c", "flagmaster threads", "flagmaster proc", "flagmaster proc --pin"]
     scratch_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
     rows = []
     workloads = WORKLOADS[: 1 if args.quick else None]
@@ -145,7 +146,7 @@ def main():
                         shutil.rmtree(dest + ".logs", ignore_errors=True)
                 cells = {}
                 for tool in tools:
-                    split = f" ({procs}x{conc // procs})" if tool == "flagmaster proc" else ""
+                    split = f" ({procs}x{conc // procs})" if tool.startswith("flagmaster proc") else ""
                     # Milliseconds: at 0.4 s, the targets are a few of them apart.
                     cells[tool] = (f"{statistics.median(walls[tool]):.3f} s / "
                                    f"{statistics.median(cpus[tool]):.2f} cpu{split}{notes[tool]}")
