@@ -311,6 +311,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         mode: mode.to_string(),
         procs: config.procs,
         threads: config.threads,
+        pin: config.pin,
         site: site_label.split(' ').next().unwrap_or("").to_string(),
         base_url: base_url.clone(),
         list: config.list_label.clone(),

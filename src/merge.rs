@@ -351,6 +351,7 @@ mod tests {
                     mode: "serial".into(),
                     procs: 1,
                     threads: 1,
+                    pin: false,
                     site: "LOCAL".into(),
                     base_url: "http://127.0.0.1:1/x".into(),
                     list: "l".into(),

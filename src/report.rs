@@ -73,6 +73,10 @@ pub struct RunInfo {
     pub mode: String,
     pub procs: u32,
     pub threads: u32,
+    /// Worker processes pinned to CPUs (`--pin`). Absent from reports of
+    /// versions without it.
+    #[serde(default)]
+    pub pin: bool,
     pub site: String,
     pub base_url: String,
     pub list: String,
@@ -321,6 +325,7 @@ mod tests {
             mode: "proc".into(),
             procs: 2,
             threads: 1,
+            pin: false,
             site: "LOCAL".into(),
             base_url: "http://127.0.0.1:1/x".into(),
             list: "l".into(),

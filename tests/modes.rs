@@ -316,10 +316,16 @@ fn pinned_workers_take_the_cpus_in_turn() {
             .collect()
     };
 
-    let out = run(&["--pin"]);
+    let pin_reported = |out: &std::process::Output| {
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["pin"].clone()
+    };
+
+    let out = run(&["--pin", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(work.files("flags").len(), 12);
     assert_eq!(work.master_events("start")[0]["pin"], "true");
+    assert_eq!(pin_reported(&out), true);
     // The CPUs this test may run on are the master's, which it inherits.
     let cpus = flagmaster_worker::affinity::allowed_cpus().unwrap();
     let logs = work.worker_logs("logs");
@@ -328,8 +334,9 @@ fn pinned_workers_take_the_cpus_in_turn() {
         assert_eq!(pinned_to(log), [cpus[w % cpus.len()].to_string()], "{log}");
     }
 
-    let out = run(&[]);
+    let out = run(&["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(pin_reported(&out), false);
     let logs = work.worker_logs("logs");
     assert!(
         logs.values().all(|log| pinned_to(log).is_empty()),
