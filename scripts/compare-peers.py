@@ -5,7 +5,9 @@ Serves the same files from flagmaster's built-in site on 127.0.0.1, downloads th
 tool (and with flagmaster in threads mode, and in proc mode without and with --pin) into fresh
 directories on tmpfs, checks that every client got every file with the right total size, and
 prints a markdown table of median wall times (and CPU seconds of the client) over --runs runs,
-taken in turn (one run of each tool per round).
+taken in turn (one run of each tool per round). Its header line has the time and what faulting
+in a page of fresh memory cost before and after the runs, since on a virtual machine that cost,
+and every tool's CPU with it, can change several-fold by the hour.
 
 Installs curl, wget2 and aria2 from Debian if they are missing (needs root and apt).
 
@@ -13,6 +15,7 @@ Installs curl, wget2 and aria2 from Debian if they are missing (needs root and a
 """
 import argparse
 import math
+import mmap
 import os
 import re
 import resource
@@ -94,6 +97,28 @@ def run_once(cmd, dest, items):
     return wall, cpu, len(files), size, ok, out.stderr.strip()[-300:]
 
 
+def fresh_page_cost(mb=64):
+    """Microseconds to fault in one page of memory fresh from the kernel, median of 3.
+
+    On this kind of VM it varies by the hour, from about 1.3 to 25 us, and with it the CPU that
+    starting hundreds of threads and connections costs every client; printed with the table so
+    that a table can be read against the conditions it was taken in."""
+    costs = []
+    for _ in range(3):
+        m = mmap.mmap(-1, mb << 20)
+        pages = range(0, len(m), mmap.PAGESIZE)
+        t0 = time.perf_counter()
+        for i in pages:
+            m[i] = 1
+        t1 = time.perf_counter()
+        for i in pages:  # the same loop over pages now mapped: the loop's own cost
+            m[i] = 2
+        t2 = time.perf_counter()
+        m.close()
+        costs.append(((t1 - t0) - (t2 - t1)) / len(pages) * 1e6)
+    return statistics.median(costs)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/flagmaster")
@@ -104,6 +129,7 @@ def main():
                     help="only this workload (1 to %d, in the table's order)" % len(WORKLOADS))
     args = ap.parse_args()
     ensure_tools()
+    fault_before = fresh_page_cost()
     tools = ["curl --parallel", "wget2", "aria2c", "flagmaster threads", "flagmaster proc", "flagmaster proc --pin"]
     scratch_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
     rows = []
@@ -158,8 +184,10 @@ def main():
         mean = (delay + jitter / 2) / 1000
         ideal = f"{math.ceil(items / conc) * mean:.3f} s" if mean > 0 else "server-bound"
         rows.append((label, ideal, [cells[t] for t in tools]))
+    fault_after = fresh_page_cost()
     print(f"Median of {args.runs} runs (taken in turn, one of each tool per round), wall time / client CPU seconds; files on tmpfs; "
-          f"built-in site on 127.0.0.1 ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores).\n")
+          f"built-in site on 127.0.0.1 ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores; a fresh page cost "
+          f"{fault_before:.1f} us before the runs and {fault_after:.1f} us after).\n")
     print("| workload | ideal (latency limit) | " + " | ".join(tools) + " |")
     print("|---|---|" + "---|" * len(tools))
     for label, ideal, cells in rows:
