@@ -20,12 +20,18 @@ use crate::error::Error;
 use crate::list;
 use crate::site::{Site, SiteConfig};
 
+/// The `--modes` suffix that pins a proc or hybrid setup's workers (`--pin`).
+const PINNED: &str = "-pinned";
+
 /// One configuration to measure.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Setup {
+    /// As named in `--modes`, `-pinned` included.
     pub mode: String,
     pub procs: u32,
     pub threads: u32,
+    /// Worker processes pinned to the CPUs in turn (`--pin`).
+    pub pin: bool,
 }
 
 impl Setup {
@@ -34,10 +40,9 @@ impl Setup {
     }
 
     fn args(&self) -> Vec<String> {
-        let mode = if self.mode == "hybrid" {
-            "proc"
-        } else {
-            &self.mode
+        let mode = match self.mode.trim_end_matches(PINNED) {
+            "hybrid" => "proc",
+            mode => mode,
         };
         let mut args = vec!["--mode".to_string(), mode.to_string()];
         match mode {
@@ -49,6 +54,9 @@ impl Setup {
                 self.threads.to_string(),
             ]),
             _ => {}
+        }
+        if self.pin {
+            args.push("--pin".into());
         }
         args
     }
@@ -423,14 +431,24 @@ fn setups(args: &BenchArgs) -> Result<Vec<Setup>, Error> {
         })?;
     let mut setups = Vec::new();
     for mode in &args.modes {
-        let (procs, threads) = match mode.as_str() {
+        let (base, pin) = match mode.strip_suffix(PINNED) {
+            Some(base) => (base, true),
+            None => (mode.as_str(), false),
+        };
+        let (procs, threads) = match base {
+            "serial" | "threads" if pin => {
+                return Err(Error::Usage(format!(
+                    "bad --modes entry {mode:?}: only proc and hybrid workers can be pinned"
+                )))
+            }
             "serial" => (1, 1),
             "threads" => (1, args.threads),
             "proc" => (args.procs, 1),
             "hybrid" => (hp, ht),
-            other => {
+            _ => {
                 return Err(Error::Usage(format!(
-                    "bad --modes entry {other:?}: expected serial, threads, proc or hybrid"
+                    "bad --modes entry {mode:?}: expected serial, threads, proc, hybrid, \
+                     proc-pinned or hybrid-pinned"
                 )))
             }
         };
@@ -438,6 +456,7 @@ fn setups(args: &BenchArgs) -> Result<Vec<Setup>, Error> {
             mode: mode.clone(),
             procs,
             threads,
+            pin,
         });
     }
     Ok(setups)
@@ -478,7 +497,15 @@ fn measure(
     }
     let usage = wait_with_usage(child.id());
     let report: serde_json::Value = serde_json::from_slice(&stdout)
-        .map_err(|e| Error::Spawn(format!("a {} run printed no report: {e}", setup.mode)))?;
+        .map_err(|e| Error::Bench(format!("a {} run printed no report: {e}", setup.mode)))?;
+    // A row must be what its label says (the report's `pin` is absent, so
+    // false, in reports of older versions).
+    if report["pin"].as_bool().unwrap_or(false) != setup.pin {
+        return Err(Error::Bench(format!(
+            "a {} run reported pin={}",
+            setup.mode, report["pin"]
+        )));
+    }
     let cpu_secs = usage.unwrap_or(0.0);
     // The largest process of the run, as each measured itself (see
     // `flagmaster_worker::peak_rss_kb` for why not the rusage of the wait).
@@ -539,6 +566,7 @@ mod tests {
             mode: mode.into(),
             procs,
             threads,
+            pin: mode.ends_with(PINNED),
         }
     }
 
@@ -633,6 +661,14 @@ mod tests {
             ["--mode", "proc", "--procs", "4", "--threads", "8"]
         );
         assert_eq!(setup("serial", 1, 1).args(), ["--mode", "serial"]);
+        assert_eq!(
+            setup("hybrid-pinned", 2, 3).args(),
+            ["--mode", "proc", "--procs", "2", "--threads", "3", "--pin"]
+        );
+        assert_eq!(
+            setup("proc-pinned", 2, 1).args(),
+            ["--mode", "proc", "--procs", "2", "--threads", "1", "--pin"]
+        );
         assert_eq!(bench_names(Some(200)).len(), 200);
         assert_eq!(bench_names(Some(200))[199], "Extra_000003");
     }

@@ -294,7 +294,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub items: Option<u64>,
 
-    /// Setups to measure, in order.
+    /// Setups to measure, in order: serial, threads, proc, hybrid, and
+    /// proc-pinned or hybrid-pinned for those with --pin.
     #[arg(
         long,
         value_delimiter = ',',

@@ -38,4 +38,6 @@ pub enum Error {
     Listing { url: String, why: String },
     #[error("cannot start worker processes: {0}")]
     Spawn(String),
+    #[error("bench: {0}")]
+    Bench(String),
 }

@@ -100,7 +100,7 @@ fn bench_markdown_and_bad_setups() {
         "--jitter-ms",
         "0",
         "--modes",
-        "threads,proc",
+        "threads,proc,proc-pinned",
         "--procs",
         "2",
         "--threads",
@@ -117,10 +117,14 @@ fn bench_markdown_and_bad_setups() {
     assert!(lines[2].starts_with("| threads | 1 x 2 |"), "{md}");
     assert!(lines[3].starts_with("| proc | 2 x 1 |"), "{md}");
     assert!(lines[3].ends_with("| 1/1 |"), "{md}");
+    // Its runs said they were pinned, or the bench would have failed.
+    assert!(lines[4].starts_with("| proc-pinned | 2 x 1 |"), "{md}");
+    assert!(lines[4].ends_with("| 1/1 |"), "{md}");
 
     for bad in [
         &["bench", "--hybrid", "4by8"][..],
         &["bench", "--modes", "fibers"],
+        &["bench", "--modes", "threads-pinned"],
     ] {
         let out = work.run(bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
