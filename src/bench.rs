@@ -40,7 +40,7 @@ impl Setup {
     }
 
     fn args(&self) -> Vec<String> {
-        let mode = match self.mode.trim_end_matches(PINNED) {
+        let mode = match self.mode.strip_suffix(PINNED).unwrap_or(&self.mode) {
             "hybrid" => "proc",
             mode => mode,
         };

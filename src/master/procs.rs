@@ -350,8 +350,8 @@ fn reap_with(
 /// exits. Elsewhere, or where pidfds are refused (kernels before 5.3, some
 /// sandboxes), it pauses, starting at 50 µs and doubling up to 5 ms: the
 /// master used to pause a fixed 5 ms, which made every proc run that much
-/// longer, and the doubling pauses still left the last worker unreaped for a
-/// median of 0.18 ms (up to 1.8 ms) after it had exited.
+/// longer, and the doubling pauses still left a worker unreaped for a median
+/// of 0.18 ms (up to 1.8 ms) after it had exited.
 struct ExitWatch {
     #[cfg(target_os = "linux")]
     pidfd: Option<std::os::fd::OwnedFd>,
@@ -440,15 +440,20 @@ mod tests {
         Process::new("sh").args(["-c", script]).spawn().unwrap()
     }
 
+    /// A pidfd watch (`watched`) or pauses only.
+    fn watch_for(child: &Child, watched: bool) -> ExitWatch {
+        if watched {
+            ExitWatch::new(child)
+        } else {
+            ExitWatch::pausing()
+        }
+    }
+
     #[test]
     fn a_child_is_reaped_with_its_status_whether_watched_or_paused_for() {
         for watched in [true, false] {
             let mut child = shell("sleep 0.05; exit 3");
-            let watch = if watched {
-                ExitWatch::new(&child)
-            } else {
-                ExitWatch::pausing()
-            };
+            let watch = watch_for(&child, watched);
             #[cfg(target_os = "linux")]
             assert_eq!(watch.pidfd.is_some(), watched);
             let status = reap_with(&mut child, watch, Duration::from_secs(10)).unwrap();
@@ -460,11 +465,7 @@ mod tests {
     fn a_child_that_does_not_exit_in_time_is_killed() {
         for watched in [true, false] {
             let mut child = shell("sleep 30");
-            let watch = if watched {
-                ExitWatch::new(&child)
-            } else {
-                ExitWatch::pausing()
-            };
+            let watch = watch_for(&child, watched);
             let status = reap_with(&mut child, watch, Duration::from_millis(100)).unwrap();
             assert_eq!(status.signal(), Some(libc::SIGKILL), "watched: {watched}");
         }
