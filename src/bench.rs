@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::BenchArgs;
-use crate::config::check_base_url;
+use crate::config::{check_base_url, fit_layout};
 use crate::error::Error;
 use crate::list;
 use crate::site::{Site, SiteConfig};
@@ -259,7 +259,7 @@ impl Bench {
 /// Runs the benchmark and prints its table (or JSON).
 pub fn run(args: BenchArgs) -> Result<u8, Error> {
     let names = bench_names(args.items.map(|n| n as usize));
-    let setups = setups(&args)?;
+    let setups = setups(&args, names.len())?;
     // An unwritable plot must not cost minutes of measurements first.
     let plot = match &args.plot {
         Some(path) => Some((path.clone(), open_plot(path)?)),
@@ -417,7 +417,9 @@ fn bench_names(items: Option<usize>) -> Vec<String> {
     names
 }
 
-fn setups(args: &BenchArgs) -> Result<Vec<Setup>, Error> {
+/// The setups of `--modes`, each fitted to `items` as a run fits itself
+/// (`config::fit_layout`), so that a row is labelled with what ran.
+fn setups(args: &BenchArgs, items: usize) -> Result<Vec<Setup>, Error> {
     let (hp, ht) = args
         .hybrid
         .split_once('x')
@@ -452,6 +454,7 @@ fn setups(args: &BenchArgs) -> Result<Vec<Setup>, Error> {
                 )))
             }
         };
+        let (procs, threads) = fit_layout(procs, threads, items);
         setups.push(Setup {
             mode: mode.clone(),
             procs,
@@ -504,6 +507,13 @@ fn measure(
         return Err(Error::Bench(format!(
             "a {} run reported pin={}",
             setup.mode, report["pin"]
+        )));
+    }
+    let layout = (report["procs"].as_u64(), report["threads"].as_u64());
+    if layout != (Some(setup.procs.into()), Some(setup.threads.into())) {
+        return Err(Error::Bench(format!(
+            "a {} {}x{} run reported {}x{}",
+            setup.mode, setup.procs, setup.threads, report["procs"], report["threads"]
         )));
     }
     let cpu_secs = usage.unwrap_or(0.0);

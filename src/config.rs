@@ -157,6 +157,14 @@ impl RunConfig {
         })
     }
 
+    /// Shrinks `procs` x `threads` to what `items` can keep busy (see
+    /// [`fit_layout`]); returns the layout asked for when it was shrunk.
+    pub fn fit_to(&mut self, items: usize) -> Option<(u32, u32)> {
+        let asked = (self.procs, self.threads);
+        (self.procs, self.threads) = fit_layout(self.procs, self.threads, items);
+        (asked != (self.procs, self.threads)).then_some(asked)
+    }
+
     /// Worker loops that run at once.
     pub fn concurrency(&self) -> u32 {
         self.procs * self.threads
@@ -172,6 +180,21 @@ impl RunConfig {
             },
         }
     }
+}
+
+/// The layout that runs `items` with `procs` x `threads` asked for: no more
+/// processes than items, and no more threads in each than its share of them.
+///
+/// A worker loop with nothing to fetch still costs its start: about 1 ms of
+/// CPU per worker process and 25-35 us per thread, on the same cores as the
+/// loops that do have work. A 1-file run with `--procs 8 --threads 32` took
+/// 19-20 ms against 2 ms serially; fitted (1 x 1), 4 ms. Processes are kept
+/// before threads: `--procs N` is the comparison a user asked to see, with one
+/// log per process, and only fewer items than processes takes one away.
+pub fn fit_layout(procs: u32, threads: u32, items: usize) -> (u32, u32) {
+    let items = u32::try_from(items.max(1)).unwrap_or(u32::MAX);
+    let procs = procs.min(items);
+    (procs, threads.min(items.div_ceil(procs.max(1))))
 }
 
 /// How many items a worker gets per `Want`.
@@ -381,6 +404,22 @@ pub fn prepare_dir(what: &'static str, path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layout_fits_the_items() {
+        // Enough items: as asked.
+        assert_eq!(fit_layout(8, 32, 2000), (8, 32));
+        assert_eq!(fit_layout(8, 32, 256), (8, 32));
+        // Fewer: processes kept while each has an item, threads shrunk first.
+        assert_eq!(fit_layout(8, 32, 195), (8, 25));
+        assert_eq!(fit_layout(3, 4, 7), (3, 3));
+        assert_eq!(fit_layout(1, 256, 3), (1, 3));
+        assert_eq!(fit_layout(8, 1, 5), (5, 1));
+        assert_eq!(fit_layout(8, 32, 1), (1, 1));
+        // Nothing to fetch (a re-run that skips everything) starts nothing,
+        // but the layout stays valid.
+        assert_eq!(fit_layout(8, 32, 0), (1, 1));
+    }
 
     #[test]
     fn guided_chunks_shrink_to_single_items_at_the_tail() {

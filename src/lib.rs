@@ -226,6 +226,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     };
     let total = items.len();
     let prepared = rerun::prepare(config.rerun, items, &config.dest);
+    let asked = config.fit_to(prepared.to_fetch.len());
     let chunking = config.chunking();
     // Guided chunks only shrink, so the first is the largest.
     let chunk_size = chunking.next(prepared.to_fetch.len());
@@ -276,9 +277,17 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     };
     let _ = writeln!(
         notes,
-        "Mode: {mode}, {} x {} thread(s){}, {} items{share} from {} in chunks of {}{chunk_size} -> {} (logs in {})",
+        "Mode: {mode}, {} x {} thread(s){}{}, {} items{share} from {} in chunks of {}{chunk_size} -> {} (logs in {})",
         config.procs,
         config.threads,
+        match asked {
+            Some((p, t)) => {
+                let n = prepared.to_fetch.len();
+                let s = if n == 1 { "" } else { "s" };
+                format!(" ({p} x {t} asked, fitted to {n} item{s} to fetch)")
+            }
+            None => String::new(),
+        },
         if config.pin { ", pinned to CPUs" } else { "" },
         total,
         config.list_label,

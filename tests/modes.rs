@@ -246,6 +246,90 @@ fn logs_of_the_previous_run_are_replaced() {
 }
 
 #[test]
+fn a_run_starts_no_more_worker_loops_than_items() {
+    let site = Site::start(&[]);
+    // (args, --limit, processes and threads expected, the Mode line's note)
+    type Fit = (
+        &'static [&'static str],
+        &'static str,
+        (u64, u64),
+        &'static str,
+    );
+    const CASES: [Fit; 4] = [
+        (
+            &["--mode", "threads", "--threads", "8"],
+            "3",
+            (1, 3),
+            "1 x 8 asked, fitted to 3 items to fetch",
+        ),
+        (
+            &["--mode", "proc", "--procs", "4", "--threads", "8"],
+            "1",
+            (1, 1),
+            "4 x 8 asked, fitted to 1 item to fetch",
+        ),
+        (
+            &["--mode", "proc", "--procs", "3", "--threads", "4"],
+            "7",
+            (3, 3),
+            "3 x 4 asked, fitted to 7 items to fetch",
+        ),
+        (
+            &["--mode", "proc", "--procs", "2", "--threads", "2"],
+            "4",
+            (2, 2),
+            "",
+        ),
+    ];
+    for (args, limit, (procs, threads), note) in CASES {
+        let what = format!("{args:?} --limit {limit}");
+        let work = Work::new();
+        let run = |extra: &[&str]| {
+            let common = ["--base-url", site.base.as_str(), "--limit", limit];
+            work.run(&[&common[..], args, extra].concat())
+        };
+        let connections_before = site.stats()["connections"].as_u64().unwrap();
+        let out = run(&[]);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let opened = site.stats()["connections"].as_u64().unwrap() - connections_before - 1;
+        // A loop opens a connection with its first item; every loop but at
+        // most one per process has one.
+        let items: u64 = limit.parse().unwrap();
+        assert_eq!(opened, items.min(procs * threads), "{what}: connections");
+        let mode_line = stdout(&out)
+            .lines()
+            .find(|l| l.starts_with("Mode: "))
+            .unwrap_or_default()
+            .to_string();
+        let expected = format!("{procs} x {threads} thread(s)");
+        assert!(mode_line.contains(&expected), "{what}: {mode_line}");
+        if note.is_empty() {
+            assert!(!mode_line.contains("asked"), "{what}: {mode_line}");
+        } else {
+            assert!(mode_line.contains(note), "{what}: {mode_line}");
+        }
+        let logs = work.worker_logs("logs");
+        let expected_logs = if args[1] == "threads" { threads } else { procs };
+        assert_eq!(
+            logs.len() as u64,
+            expected_logs,
+            "{what}: {:?}",
+            logs.keys()
+        );
+
+        let out = run(&["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(
+            (report["procs"].as_u64(), report["threads"].as_u64()),
+            (Some(procs), Some(threads)),
+            "{what}"
+        );
+        assert_eq!(report["counts"]["ok"].as_u64(), Some(items), "{what}");
+    }
+}
+
+#[test]
 fn the_site_serves_the_generated_flags() {
     let site = Site::start(&[]);
     let mut ok = ureq::get(format!("{}/Brazil.jpg", site.base))
