@@ -158,10 +158,16 @@ impl RunConfig {
     }
 
     /// Shrinks `procs` x `threads` to what `items` can keep busy (see
-    /// [`fit_layout`]); returns the layout asked for when it was shrunk.
+    /// [`fit_layout`]); returns the layout asked for when it was shrunk. With
+    /// a fixed `--chunk-size` a loop takes a whole chunk, so only as many
+    /// loops as there are chunks can have work.
     pub fn fit_to(&mut self, items: usize) -> Option<(u32, u32)> {
+        let units = match self.chunking() {
+            Chunking::Fixed(n) => items.div_ceil(n.max(1)),
+            Chunking::Guided { .. } => items,
+        };
         let asked = (self.procs, self.threads);
-        (self.procs, self.threads) = fit_layout(self.procs, self.threads, items);
+        (self.procs, self.threads) = fit_layout(self.procs, self.threads, units);
         (asked != (self.procs, self.threads)).then_some(asked)
     }
 

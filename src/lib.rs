@@ -284,7 +284,11 @@ fn download(args: RunArgs) -> Result<u8, Error> {
             Some((p, t)) => {
                 let n = prepared.to_fetch.len();
                 let s = if n == 1 { "" } else { "s" };
-                format!(" ({p} x {t} asked, fitted to {n} item{s} to fetch)")
+                let chunks = match chunking {
+                    config::Chunking::Fixed(c) => format!(" in chunks of {c}"),
+                    config::Chunking::Guided { .. } => String::new(),
+                };
+                format!(" ({p} x {t} asked, fitted to {n} item{s} to fetch{chunks})")
             }
             None => String::new(),
         },

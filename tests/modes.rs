@@ -248,54 +248,84 @@ fn logs_of_the_previous_run_are_replaced() {
 #[test]
 fn a_run_starts_no_more_worker_loops_than_items() {
     let site = Site::start(&[]);
-    // (args, --limit, processes and threads expected, the Mode line's note)
-    type Fit = (
-        &'static [&'static str],
-        &'static str,
-        (u64, u64),
-        &'static str,
-    );
-    const CASES: [Fit; 4] = [
-        (
-            &["--mode", "threads", "--threads", "8"],
-            "3",
-            (1, 3),
-            "1 x 8 asked, fitted to 3 items to fetch",
-        ),
-        (
-            &["--mode", "proc", "--procs", "4", "--threads", "8"],
-            "1",
-            (1, 1),
-            "4 x 8 asked, fitted to 1 item to fetch",
-        ),
-        (
-            &["--mode", "proc", "--procs", "3", "--threads", "4"],
-            "7",
-            (3, 3),
-            "3 x 4 asked, fitted to 7 items to fetch",
-        ),
-        (
-            &["--mode", "proc", "--procs", "2", "--threads", "2"],
-            "4",
-            (2, 2),
-            "",
-        ),
+    struct Fit {
+        args: &'static [&'static str],
+        limit: u64,
+        /// Processes and threads expected.
+        layout: (u64, u64),
+        /// Loops that get an item: each opens one connection.
+        busy: u64,
+        /// The Mode line's note, if the layout was shrunk.
+        note: &'static str,
+    }
+    const CASES: [Fit; 5] = [
+        Fit {
+            args: &["--mode", "threads", "--threads", "8"],
+            limit: 3,
+            layout: (1, 3),
+            busy: 3,
+            note: "1 x 8 asked, fitted to 3 items to fetch",
+        },
+        Fit {
+            args: &["--mode", "proc", "--procs", "4", "--threads", "8"],
+            limit: 1,
+            layout: (1, 1),
+            busy: 1,
+            note: "4 x 8 asked, fitted to 1 item to fetch",
+        },
+        // 3 threads each for 7 items: one loop is left without an item.
+        Fit {
+            args: &["--mode", "proc", "--procs", "3", "--threads", "4"],
+            limit: 7,
+            layout: (3, 3),
+            busy: 7,
+            note: "3 x 4 asked, fitted to 7 items to fetch",
+        },
+        Fit {
+            args: &["--mode", "proc", "--procs", "2", "--threads", "2"],
+            limit: 4,
+            layout: (2, 2),
+            busy: 4,
+            note: "",
+        },
+        // Chunks of 3: 7 items are 3 chunks, so at most 3 loops have work.
+        Fit {
+            args: &[
+                "--mode",
+                "proc",
+                "--procs",
+                "2",
+                "--threads",
+                "4",
+                "--chunk-size",
+                "3",
+            ],
+            limit: 7,
+            layout: (2, 2),
+            busy: 3,
+            note: "2 x 4 asked, fitted to 7 items to fetch in chunks of 3",
+        },
     ];
-    for (args, limit, (procs, threads), note) in CASES {
+    for Fit {
+        args,
+        limit,
+        layout: (procs, threads),
+        busy,
+        note,
+    } in CASES
+    {
         let what = format!("{args:?} --limit {limit}");
         let work = Work::new();
         let run = |extra: &[&str]| {
-            let common = ["--base-url", site.base.as_str(), "--limit", limit];
+            let limit = limit.to_string();
+            let common = ["--base-url", site.base.as_str(), "--limit", &limit];
             work.run(&[&common[..], args, extra].concat())
         };
         let connections_before = site.stats()["connections"].as_u64().unwrap();
         let out = run(&[]);
         assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
         let opened = site.stats()["connections"].as_u64().unwrap() - connections_before - 1;
-        // A loop opens a connection with its first item; every loop but at
-        // most one per process has one.
-        let items: u64 = limit.parse().unwrap();
-        assert_eq!(opened, items.min(procs * threads), "{what}: connections");
+        assert_eq!(opened, busy, "{what}: connections");
         let mode_line = stdout(&out)
             .lines()
             .find(|l| l.starts_with("Mode: "))
@@ -325,7 +355,7 @@ fn a_run_starts_no_more_worker_loops_than_items() {
             (Some(procs), Some(threads)),
             "{what}"
         );
-        assert_eq!(report["counts"]["ok"].as_u64(), Some(items), "{what}");
+        assert_eq!(report["counts"]["ok"].as_u64(), Some(limit), "{what}");
     }
 }
 
