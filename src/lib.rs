@@ -349,6 +349,11 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         ("mode", &mode),
         ("procs", &config.procs),
         ("threads", &config.threads),
+        // What `--procs` x `--threads` said, when the layout was fitted to the items.
+        (
+            "asked",
+            &asked.map_or("-".to_string(), |(p, t)| format!("{p}x{t}")),
+        ),
         ("pin", &config.pin),
         ("items", &total),
         ("shard", &shard_field),

@@ -338,6 +338,19 @@ fn a_run_starts_no_more_worker_loops_than_items() {
         } else {
             assert!(mode_line.contains(note), "{what}: {mode_line}");
         }
+        let master_log = std::fs::read_to_string(work.path("logs/master.log")).unwrap();
+        let start = logfmt(master_log.lines().next().unwrap_or_default());
+        assert_eq!(
+            (start["procs"].as_str(), start["threads"].as_str()),
+            (procs.to_string().as_str(), threads.to_string().as_str()),
+            "{what}"
+        );
+        let asked = if note.is_empty() {
+            "-".to_string()
+        } else {
+            note.split(' ').take(3).collect::<Vec<_>>().join("")
+        };
+        assert_eq!(start["asked"], asked, "{what}");
         let logs = work.worker_logs("logs");
         let expected_logs = if args[1] == "threads" { threads } else { procs };
         assert_eq!(
