@@ -280,18 +280,7 @@ fn download(args: RunArgs) -> Result<u8, Error> {
         "Mode: {mode}, {} x {} thread(s){}{}, {} items{share} from {} in chunks of {}{chunk_size} -> {} (logs in {})",
         config.procs,
         config.threads,
-        match asked {
-            Some((p, t)) => {
-                let n = prepared.to_fetch.len();
-                let s = if n == 1 { "" } else { "s" };
-                let chunks = match chunking {
-                    config::Chunking::Fixed(c) => format!(" in chunks of {c}"),
-                    config::Chunking::Guided { .. } => String::new(),
-                };
-                format!(" ({p} x {t} asked, fitted to {n} item{s} to fetch{chunks})")
-            }
-            None => String::new(),
-        },
+        fitted_note(asked, prepared.to_fetch.len(), chunking),
         if config.pin { ", pinned to CPUs" } else { "" },
         total,
         config.list_label,
@@ -419,6 +408,19 @@ fn download(args: RunArgs) -> Result<u8, Error> {
             std::thread::park();
         },
     }
+}
+
+/// What the Mode line adds when the layout was fitted to the items.
+fn fitted_note(asked: Option<(u32, u32)>, items: usize, chunking: config::Chunking) -> String {
+    let Some((p, t)) = asked else {
+        return String::new();
+    };
+    let s = if items == 1 { "" } else { "s" };
+    let chunks = match chunking {
+        config::Chunking::Fixed(c) => format!(" in chunks of {c}"),
+        config::Chunking::Guided { .. } => String::new(),
+    };
+    format!(" ({p} x {t} asked, fitted to {items} item{s} to fetch{chunks})")
 }
 
 /// The notes line of the blur stage, if the run has one.
