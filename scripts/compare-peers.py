@@ -7,13 +7,17 @@ directories on tmpfs, checks that every client got every file with the right tot
 prints a markdown table of median wall times (and CPU seconds of the client) over --runs runs,
 taken in turn (one run of each tool per round). Its header line has the time and what faulting
 in a page of fresh memory cost before and after the runs, since on a virtual machine that cost,
-and every tool's CPU with it, can change several-fold by the hour.
+and every tool's CPU with it, can change several-fold by the hour. Under the table, for the
+workloads with latency, how late the site's answers were ready after their latency, by client
+(from the site's /stats): the site shares the cores with the client, and a client that keeps
+them busy delays the site's answers to itself.
 
 Installs curl, wget2 and aria2 from Debian if they are missing (needs root and apt).
 
     scripts/compare-peers.py [--bin target/release/flagmaster] [--runs 3] [--only 2] [--quick]
 """
 import argparse
+import json
 import math
 import mmap
 import os
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 # (label, items, delay ms, jitter ms, concurrency, procs for proc mode). With no
 # latency to hide, one worker process per core: more only add switches between
@@ -64,6 +69,29 @@ def start_site(bin_, list_path, delay, jitter):
         site.kill()
         sys.exit(f"site did not start: {line!r}")
     return site, m.group(1)
+
+
+FLAGS_PATH = "/images/pictures/flags96"
+
+
+def late_since(base, delayed_before):
+    """The site's count of delayed answers, and how late (us) each one since the
+    count was `delayed_before` was ready, from its /stats. A site starved of CPU
+    by the client on the same cores answers later than its latency says, and
+    that time counts against the client."""
+    origin = base[: -len(FLAGS_PATH)] if base.endswith(FLAGS_PATH) else base
+    with urllib.request.urlopen(origin + "/stats", timeout=30) as r:
+        stats = json.load(r)
+    n = stats["delayed"] - delayed_before
+    return stats["delayed"], (stats["late_us"][-n:] if n > 0 else [])
+
+
+def lateness(late_us):
+    """Mean and 99th percentile, in ms, of lateness samples in us."""
+    if not late_us:
+        return "-"
+    ordered = sorted(late_us)
+    return f"{statistics.mean(ordered) / 1000:.2f} / {ordered[int(0.99 * (len(ordered) - 1))] / 1000:.2f} ms"
 
 
 def commands(tool, bin_, base, urls, cfg, list_path, dest, conc, procs):
@@ -133,6 +161,7 @@ def main():
     tools = ["curl --parallel", "wget2", "aria2c", "flagmaster threads", "flagmaster proc", "flagmaster proc --pin"]
     scratch_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
     rows = []
+    late_notes = []
     workloads = WORKLOADS[: 1 if args.quick else None]
     if args.only:
         workloads = [WORKLOADS[args.only - 1]]
@@ -154,6 +183,8 @@ def main():
                 # machine's speed drifts by the hour, and one tool's runs all in
                 # a row would give that tool its own phase of the drift.
                 walls = {tool: [] for tool in tools}
+                lates = {tool: [] for tool in tools}
+                delayed = late_since(base, 0)[0]
                 cpus = {tool: [] for tool in tools}
                 notes = {tool: "" for tool in tools}
                 expected_size = None
@@ -162,6 +193,8 @@ def main():
                         dest = os.path.join(tmp, f"{tool.replace(' ', '_')}-{run}")
                         cmd = commands(tool, args.bin, base, urls, cfg, list_path, dest, conc, procs)
                         wall, cpu, nfiles, size, ok, err = run_once(cmd, dest, items)
+                        delayed, late = late_since(base, delayed)
+                        lates[tool] += late
                         if expected_size is None and ok:
                             expected_size = size
                         if not ok or size != expected_size:
@@ -176,8 +209,10 @@ def main():
                     # Milliseconds: at 0.4 s, the targets are a few of them apart.
                     cells[tool] = (f"{statistics.median(walls[tool]):.3f} s / "
                                    f"{statistics.median(cpus[tool]):.2f} cpu{split}{notes[tool]}")
-                    print(f"{label}: {tool}: {cells[tool]} (runs: {', '.join(f'{w:.3f}' for w in walls[tool])})",
-                          file=sys.stderr)
+                    print(f"{label}: {tool}: {cells[tool]} (runs: {', '.join(f'{w:.3f}' for w in walls[tool])}; "
+                          f"site late {lateness(lates[tool])})", file=sys.stderr)
+                if delay or jitter:
+                    late_notes.append(f"{label}: " + ", ".join(f"{t} {lateness(lates[t])}" for t in tools))
             finally:
                 site.kill()
                 site.wait()
@@ -192,6 +227,10 @@ def main():
     print("|---|---|" + "---|" * len(tools))
     for label, ideal, cells in rows:
         print(f"| {label} | {ideal} | " + " | ".join(cells) + " |")
+    if late_notes:
+        print("\nHow late the site's answers were ready after their latency (mean / 99th percentile), by client:\n")
+        for note in late_notes:
+            print(f"- {note}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ with flagmaster in threads mode (C threads) and proc mode (P processes x C/P thr
 largest divisor of C up to 8) into a
 fresh directory on tmpfs, checks every file arrived, and prints a markdown table: median wall
 time, the latency limit ceil(items / C) x latency, their ratio, client CPU seconds, and the CPU
-seconds the site used (to show it is not the bottleneck).
+seconds the site used and how late its answers were ready after their latency (mean / 99th
+percentile, from its /stats), to show whether it is the bottleneck.
 
     scripts/scale-study.py [--bin target/release/flagmaster] [--runs 3] [--delay-ms 50]
                            [--points 1000x10,10000x100,100000x1000,...]
@@ -48,8 +49,9 @@ def site_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_once(cmd, dest, items, site_pid):
+def run_once(cmd, dest, items, site_pid, base):
     os.makedirs(dest)
+    delayed, _ = peers.late_since(base, 0)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     site_before = site_cpu(site_pid)
     start = time.monotonic()
@@ -58,9 +60,10 @@ def run_once(cmd, dest, items, site_pid):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     site = site_cpu(site_pid) - site_before
+    _, late = peers.late_since(base, delayed)
     files = sum(1 for f in os.listdir(dest) if f.endswith(".jpg"))
     ok = out.returncode == 0 and files == items
-    return wall, cpu, site, ok, f"{files}/{items} files, status {out.returncode}: {out.stderr.strip()[-200:]}"
+    return wall, cpu, site, late, ok, f"{files}/{items} files, status {out.returncode}: {out.stderr.strip()[-200:]}"
 
 
 def main():
@@ -74,8 +77,8 @@ def main():
     points = [tuple(int(x) for x in p.split("x")) for p in args.points.split(",")]
     scratch_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
     delay = args.delay_ms / 1000
-    print("| items | concurrency | rounds | latency limit | mode | median wall | wall / limit | client CPU s | site CPU s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| items | concurrency | rounds | latency limit | mode | median wall | wall / limit | client CPU s | site CPU s | site late |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for items, conc in points:
         with tempfile.TemporaryDirectory(dir=scratch_root) as tmp:
             list_path = os.path.join(tmp, "names.txt")
@@ -88,6 +91,7 @@ def main():
                 walls = {m: [] for m in modes}
                 cpus = {m: [] for m in modes}
                 sites = {m: [] for m in modes}
+                lates = {m: [] for m in modes}
                 bad = {m: "" for m in modes}
                 # In turn, one run of each mode per round, so that a drift in
                 # the machine's speed is shared by both modes.
@@ -101,12 +105,13 @@ def main():
                         else:
                             procs, threads = proc_split(conc)
                             cmd += ["--procs", str(procs), "--threads", str(threads)]
-                        wall, cpu, site_s, ok, note = run_once(cmd, dest, items, site.pid)
+                        wall, cpu, site_s, late, ok, note = run_once(cmd, dest, items, site.pid, base)
                         if not ok:
                             bad[mode] = f" (incomplete: {note})"
                         walls[mode].append(wall)
                         cpus[mode].append(cpu)
                         sites[mode].append(site_s)
+                        lates[mode] += late
                         shutil.rmtree(dest, ignore_errors=True)
                         shutil.rmtree(dest + ".logs", ignore_errors=True)
                 for mode in modes:
@@ -114,7 +119,7 @@ def main():
                     label = mode if mode == "threads" else "proc {}x{}".format(*proc_split(conc))
                     print(f"| {items} | {conc} | {math.ceil(items / conc)} | {limit:.2f} s | {label} "
                           f"| {wall:.2f} s{bad[mode]} | {wall / limit:.2f} | {statistics.median(cpus[mode]):.2f} "
-                          f"| {statistics.median(sites[mode]):.2f} |", flush=True)
+                          f"| {statistics.median(sites[mode]):.2f} | {peers.lateness(lates[mode])} |", flush=True)
                     print(f"{items}x{conc} {mode}: runs {', '.join(f'{w:.2f}' for w in walls[mode])}",
                           file=sys.stderr)
             finally:

@@ -84,8 +84,8 @@ impl Delays {
         Ok(Delays { shared })
     }
 
-    /// Waits `delay` from now.
-    pub async fn sleep(&self, delay: Duration) {
+    /// Waits `delay` from now, and returns the deadline it waited for.
+    pub async fn sleep(&self, delay: Duration) -> Instant {
         let at = Instant::now() + delay;
         let (done, woken) = oneshot::channel();
         {
@@ -101,6 +101,7 @@ impl Delays {
         // An error means the thread dropped the request, which it does only
         // when the site is shutting down: answering at once is right then.
         let _ = woken.await;
+        at
     }
 }
 

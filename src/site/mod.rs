@@ -15,7 +15,10 @@
 //! `GET /stats` answers the number of flag requests served so far, in total
 //! and by requested name, their arrival times and the most that were in
 //! flight at once, as JSON, so tests and benchmarks can see what the clients
-//! really asked for, and how fast and how many at a time.
+//! really asked for, and how fast and how many at a time. With a latency it
+//! also says how late each delayed answer was ready: a site sharing its cores
+//! with a busy client can be starved of CPU, and then its answers come later
+//! than its latency says, which a benchmark would count against the client.
 
 pub mod apis;
 pub mod conditional;
@@ -88,6 +91,11 @@ struct Shared {
     /// Arrival of each flag request, in ms since `started` (the last
     /// [`MAX_ARRIVALS`]), so a test can check a client's request rate.
     arrivals: Mutex<VecDeque<f64>>,
+    /// How many answers waited for the latency, and by how many microseconds
+    /// each was late: from its deadline until its task ran again (the last
+    /// [`MAX_ARRIVALS`]).
+    delayed: AtomicU64,
+    late_us: Mutex<VecDeque<u32>>,
     /// Flag requests being answered right now, and the most there ever were.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -149,13 +157,24 @@ impl Shared {
 }
 
 impl Shared {
+    fn record_lateness(&self, late: Duration) {
+        let us = u32::try_from(late.as_micros()).unwrap_or(u32::MAX);
+        let mut late_us = self.late_us.lock().unwrap_or_else(PoisonError::into_inner);
+        if late_us.len() == MAX_ARRIVALS {
+            late_us.pop_front();
+        }
+        late_us.push_back(us);
+        self.delayed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Waits the configured latency; then, for the share of requests that
     /// should fail, the simulated error to answer instead.
     async fn latency_and_errors(&self) -> Option<Response> {
         let config = &self.config;
         let delay = config.delay_ms + fastrand::u64(0..=config.jitter_ms);
         if let (Some(delays), true) = (&self.delays, delay > 0) {
-            delays.sleep(Duration::from_millis(delay)).await;
+            let due = delays.sleep(Duration::from_millis(delay)).await;
+            self.record_lateness(due.elapsed());
         }
         (config.error_rate > 0.0 && fastrand::f64() < config.error_rate)
             .then(|| (StatusCode::SERVICE_UNAVAILABLE, "simulated error\n").into_response())
@@ -307,6 +326,8 @@ fn router(
         by_name: Mutex::new(HashMap::new()),
         started: Instant::now(),
         arrivals: Mutex::new(VecDeque::new()),
+        delayed: AtomicU64::new(0),
+        late_us: Mutex::new(VecDeque::new()),
         in_flight: AtomicU64::new(0),
         max_in_flight: AtomicU64::new(0),
         connections,
@@ -419,6 +440,13 @@ async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {
         .map(|ms| (ms * 1000.0).round() / 1000.0)
         .collect();
     let max_in_flight = site.max_in_flight.load(Ordering::SeqCst);
+    let late_us: Vec<u32> = site
+        .late_us
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .copied()
+        .collect();
     let connections = site.connections.load(Ordering::Relaxed);
     let body = serde_json::json!({
         "connections": connections,
@@ -426,9 +454,54 @@ async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {
         "by_name": by_name,
         "arrivals_ms": arrivals_ms,
         "max_in_flight": max_in_flight,
+        "delayed": site.delayed.load(Ordering::Relaxed),
+        "late_us": late_us,
     });
     (
         [(header::CONTENT_TYPE, "application/json")],
         format!("{body}\n"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(agent: &ureq::Agent, url: &str) -> Vec<u8> {
+        agent
+            .get(url)
+            .call()
+            .expect("response")
+            .body_mut()
+            .read_to_vec()
+            .expect("body")
+    }
+
+    #[test]
+    fn stats_say_how_late_each_delayed_answer_was() {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        for (delay_ms, delayed) in [(20, 3), (0, 0)] {
+            let config = SiteConfig {
+                names: vec!["Chad".into()],
+                delay_ms,
+                jitter_ms: 0,
+                error_rate: 0.0,
+                image_size: (flag::WIDTH, flag::HEIGHT),
+            };
+            let site = Site::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).expect("site");
+            for _ in 0..delayed.max(2) {
+                get(&agent, &format!("{}/Chad.jpg", site.base_url()));
+            }
+            let body = get(&agent, &format!("http://{}/stats", site.addr()));
+            let stats: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(stats["delayed"], delayed, "{delay_ms} ms: {stats}");
+            let late = stats["late_us"].as_array().expect("late_us");
+            assert_eq!(late.len(), delayed, "{delay_ms} ms: {stats}");
+            assert!(late.iter().all(|us| us.is_u64()), "{stats}");
+        }
+    }
 }
