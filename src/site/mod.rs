@@ -135,14 +135,8 @@ impl Shared {
     /// Counts a request of `requested` and returns its count so far.
     fn count(&self, requested: &str, servable: bool) -> u64 {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        {
-            let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            let mut arrivals = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
-            if arrivals.len() == MAX_ARRIVALS {
-                arrivals.pop_front();
-            }
-            arrivals.push_back(ms);
-        }
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        push_recent(&self.arrivals, ms);
         // A panic while holding the lock cannot leave a count half-updated.
         let mut by_name = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = by_name.get_mut(requested) {
@@ -156,14 +150,19 @@ impl Shared {
     }
 }
 
+/// Appends to one of `/stats`' lists, keeping only the last [`MAX_ARRIVALS`].
+fn push_recent<T>(list: &Mutex<VecDeque<T>>, value: T) {
+    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+    if list.len() == MAX_ARRIVALS {
+        list.pop_front();
+    }
+    list.push_back(value);
+}
+
 impl Shared {
     fn record_lateness(&self, late: Duration) {
         let us = u32::try_from(late.as_micros()).unwrap_or(u32::MAX);
-        let mut late_us = self.late_us.lock().unwrap_or_else(PoisonError::into_inner);
-        if late_us.len() == MAX_ARRIVALS {
-            late_us.pop_front();
-        }
-        late_us.push_back(us);
+        push_recent(&self.late_us, us);
         self.delayed.fetch_add(1, Ordering::Relaxed);
     }
 
