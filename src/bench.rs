@@ -74,6 +74,14 @@ pub struct Sample {
     pub peak_rss_mb: f64,
     /// CPU seconds the workers spent blurring (`--blur`), summed over items.
     pub blur_secs: Option<f64>,
+    /// CPU seconds of the built-in site during the run.
+    pub site_cpu_secs: Option<f64>,
+    /// How many of the built-in site's answers in the run waited for its latency.
+    pub site_delayed: Option<u64>,
+    /// How late the built-in site's delayed answers were ready, in ms: mean
+    /// and 99th percentile (none without a latency).
+    pub site_late_ms: Option<f64>,
+    pub site_late_p99_ms: Option<f64>,
 }
 
 /// A row of the comparison.
@@ -93,6 +101,10 @@ pub struct Row {
     pub peak_rss_mb: f64,
     /// Median of the runs' blurring seconds (`--blur`).
     pub blur_secs: Option<f64>,
+    /// Medians of the runs' site CPU seconds and mean site lateness (ms),
+    /// when the bench ran the built-in site.
+    pub site_cpu_secs: Option<f64>,
+    pub site_late_ms: Option<f64>,
     /// Runs in which every item was downloaded, of all runs.
     pub complete_runs: usize,
     pub samples: Vec<Sample>,
@@ -132,11 +144,13 @@ pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample
             let mut secs: Vec<f64> = samples.iter().map(|s| s.secs).collect();
             secs.sort_by(f64::total_cmp);
             let median_secs = median(&secs);
-            let mut cpu: Vec<f64> = samples.iter().map(|s| s.cpu_secs).collect();
-            cpu.sort_by(f64::total_cmp);
             let bytes = samples.first().map_or(0, |s| s.bytes);
-            let mut blur: Vec<f64> = samples.iter().filter_map(|s| s.blur_secs).collect();
-            blur.sort_by(f64::total_cmp);
+            // The median of what the runs measured, if any measured it.
+            let median_of = |field: fn(&Sample) -> Option<f64>| {
+                let mut values: Vec<f64> = samples.iter().filter_map(field).collect();
+                values.sort_by(f64::total_cmp);
+                (!values.is_empty()).then(|| median(&values))
+            };
             let rate = |x: f64| {
                 if median_secs > 0.0 {
                     x / median_secs
@@ -156,9 +170,11 @@ pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample
                 mb_per_sec: rate(bytes as f64 / 1e6),
                 speedup_vs_serial: None,
                 efficiency: limit.filter(|_| median_secs > 0.0).map(|l| l / median_secs),
-                cpu_secs: median(&cpu),
+                cpu_secs: median_of(|s| Some(s.cpu_secs)).unwrap_or(0.0),
                 peak_rss_mb: samples.iter().map(|s| s.peak_rss_mb).fold(0.0, f64::max),
-                blur_secs: (!blur.is_empty()).then(|| median(&blur)),
+                blur_secs: median_of(|s| s.blur_secs),
+                site_cpu_secs: median_of(|s| s.site_cpu_secs),
+                site_late_ms: median_of(|s| s.site_late_ms),
                 complete_runs: samples.iter().filter(|s| s.ok == items as u64).count(),
                 setup,
                 samples,
@@ -181,6 +197,9 @@ impl Bench {
     /// The table, as text (`markdown` false) or as a markdown table.
     pub fn table(&self, markdown: bool) -> String {
         let with_blur = self.rows.iter().any(|r| r.blur_secs.is_some());
+        let with_site = self.rows.iter().any(|r| r.site_cpu_secs.is_some());
+        // After "CPU s", when the bench ran the built-in site.
+        const SITE_AT: usize = 8;
         let mut header = vec![
             "mode",
             "workers x threads",
@@ -193,6 +212,9 @@ impl Bench {
             "peak RSS MB",
             "complete",
         ];
+        if with_site {
+            header.splice(SITE_AT..SITE_AT, ["site CPU s", "site late ms"]);
+        }
         if with_blur {
             header.insert(header.len() - 1, "blur CPU s");
         }
@@ -214,9 +236,14 @@ impl Bench {
                     format!("{:.1}", r.peak_rss_mb),
                     format!("{}/{}", r.complete_runs, r.samples.len()),
                 ];
+                if with_site {
+                    cells.splice(
+                        SITE_AT..SITE_AT,
+                        [cell(r.site_cpu_secs), cell(r.site_late_ms)],
+                    );
+                }
                 if with_blur {
-                    let blur = r.blur_secs.map_or("-".into(), |b| format!("{b:.2}"));
-                    cells.insert(cells.len() - 1, blur);
+                    cells.insert(cells.len() - 1, cell(r.blur_secs));
                 }
                 cells
             })
@@ -256,6 +283,24 @@ impl Bench {
     }
 }
 
+/// A figure to two decimals, or "-" for one not measured.
+fn cell(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+/// Mean and 99th percentile, in ms, of how late (µs) the site's answers were.
+fn lateness_ms(mut late_us: Vec<u32>) -> (Option<f64>, Option<f64>) {
+    if late_us.is_empty() {
+        return (None, None);
+    }
+    late_us.sort_unstable();
+    let n = late_us.len();
+    let mean = late_us.iter().map(|&us| f64::from(us)).sum::<f64>() / n as f64;
+    // The smallest value at or above 99% of them.
+    let p99 = late_us[(n * 99).div_ceil(100) - 1];
+    (Some(mean / 1000.0), Some(f64::from(p99) / 1000.0))
+}
+
 /// Runs the benchmark and prints its table (or JSON).
 pub fn run(args: BenchArgs) -> Result<u8, Error> {
     let names = bench_names(args.items.map(|n| n as usize));
@@ -267,7 +312,7 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
     };
     let exe = std::env::current_exe()
         .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
-    let (_site, base, site_label, latency) = match &args.base_url {
+    let (site, base, site_label, latency) = match &args.base_url {
         Some(url) => (None, check_base_url(url)?, url.clone(), None),
         None => {
             let config = SiteConfig {
@@ -320,7 +365,15 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         setups.into_iter().map(|s| (s, Vec::new())).collect();
     for run in 0..=args.runs {
         for (setup, samples) in &mut measured {
-            let sample = measure(&exe, setup, &base, &list_path, work.path(), args.blur)?;
+            let sample = measure(
+                &exe,
+                setup,
+                &base,
+                site.as_ref(),
+                &list_path,
+                work.path(),
+                args.blur,
+            )?;
             if run > 0 {
                 eprintln!(
                     "bench: {} {}x{} run {run}: {:.3} s, {} ok",
@@ -465,11 +518,13 @@ fn setups(args: &BenchArgs, items: usize) -> Result<Vec<Setup>, Error> {
     Ok(setups)
 }
 
-/// One run in a child process, into a fresh dest.
+/// One run in a child process, into a fresh dest. With the built-in `site`
+/// (in this process), also what the run cost it.
 fn measure(
     exe: &Path,
     setup: &Setup,
     base: &str,
+    site: Option<&Site>,
     list: &Path,
     work: &Path,
     blur: Option<f32>,
@@ -479,6 +534,10 @@ fn measure(
         path: work.to_path_buf(),
         source,
     })?;
+    // The site's CPU is this process's but for this thread's, which only
+    // starts the run and waits for it.
+    let site_cpu = || cpu_secs(libc::RUSAGE_SELF) - cpu_secs(libc::RUSAGE_THREAD);
+    let site_before = site.map(|site| (site.delayed(), site_cpu()));
     let mut child = Command::new(exe)
         .args(["--base-url", base, "--json", "--retries", "0"])
         .arg("--list")
@@ -499,6 +558,10 @@ fn measure(
         let _ = out.read_to_end(&mut stdout);
     }
     let usage = wait_with_usage(child.id());
+    let site_after = site.zip(site_before).map(|(site, (delayed, cpu))| {
+        let late = lateness_ms(site.late_us_since(delayed));
+        (site_cpu() - cpu, site.delayed() - delayed, late)
+    });
     let report: serde_json::Value = serde_json::from_slice(&stdout)
         .map_err(|e| Error::Bench(format!("a {} run printed no report: {e}", setup.mode)))?;
     // A row must be what its label says (the report's `pin` is absent, so
@@ -536,7 +599,27 @@ fn measure(
         cpu_secs,
         peak_rss_mb,
         blur_secs: report["blur_secs"].as_f64(),
+        site_cpu_secs: site_after.map(|(cpu, _, _)| cpu),
+        site_delayed: site_after.map(|(_, delayed, _)| delayed),
+        site_late_ms: site_after.and_then(|(_, _, (mean, _))| mean),
+        site_late_p99_ms: site_after.and_then(|(_, _, (_, p99))| p99),
     })
+}
+
+/// User + system CPU seconds of `who`: `RUSAGE_SELF` or `RUSAGE_THREAD`.
+fn cpu_secs(who: libc::c_int) -> f64 {
+    // SAFETY: an all-zero rusage is a valid value, and getrusage writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is valid for the call; `who` is a valid selector.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return 0.0;
+    }
+    rusage_cpu(&usage)
+}
+
+fn rusage_cpu(usage: &libc::rusage) -> f64 {
+    let secs = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (secs(usage.ru_utime) + secs(usage.ru_stime)).as_secs_f64()
 }
 
 /// Reaps `pid` and returns the CPU seconds of it and its reaped descendants
@@ -551,9 +634,7 @@ fn wait_with_usage(pid: u32) -> Option<f64> {
     if reaped != pid {
         return None;
     }
-    let secs = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
-    Some(cpu.as_secs_f64())
+    Some(rusage_cpu(&usage))
 }
 
 #[cfg(test)]
@@ -568,6 +649,10 @@ mod tests {
             cpu_secs: 0.5,
             peak_rss_mb: 8.0,
             blur_secs: None,
+            site_cpu_secs: None,
+            site_delayed: None,
+            site_late_ms: None,
+            site_late_p99_ms: None,
         }
     }
 
@@ -661,6 +746,54 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| 8.0 | 1.70 | 3/3 |"), "{md}");
+    }
+
+    #[test]
+    fn site_columns_only_with_the_built_in_site() {
+        let measured = |cpu: Option<f64>, late: Option<f64>| {
+            let sample = |secs| Sample {
+                site_cpu_secs: cpu,
+                site_late_ms: late,
+                ..sample(secs)
+            };
+            vec![(setup("threads", 1, 4), vec![sample(0.5), sample(0.6)])]
+        };
+        let bench = |measured| Bench {
+            items: 10,
+            runs: 2,
+            site: "x".into(),
+            mean_latency_secs: None,
+            blur_sigma: None,
+            rows: rows(10, None, measured),
+        };
+        let md = bench(measured(Some(0.25), Some(0.41))).table(true);
+        assert!(
+            md.contains("| CPU s | site CPU s | site late ms | peak RSS MB |"),
+            "{md}"
+        );
+        assert!(md.contains("| 0.50 | 0.25 | 0.41 | 8.0 | 2/2 |"), "{md}");
+        // A site without latency has nothing to be late for.
+        let md = bench(measured(Some(0.25), None)).table(true);
+        assert!(md.contains("| 0.50 | 0.25 | - | 8.0 | 2/2 |"), "{md}");
+        let md = bench(measured(None, None)).table(true);
+        assert!(!md.contains("site"), "{md}");
+    }
+
+    #[test]
+    fn lateness_mean_and_99th_percentile() {
+        assert_eq!(lateness_ms(Vec::new()), (None, None));
+        assert_eq!(lateness_ms(vec![300]), (Some(0.3), Some(0.3)));
+        // 99 answers 100 µs late and one 10.1 ms: the 99th percentile is the
+        // 99th of them, the mean 0.2 ms.
+        let mut late = vec![100; 99];
+        late.insert(17, 10_100);
+        let (mean, p99) = lateness_ms(late);
+        assert!((mean.unwrap() - 0.2).abs() < 1e-9, "{mean:?}");
+        assert_eq!(p99, Some(0.1));
+        // 200 of them: the 198th.
+        let mut late: Vec<u32> = (1..=200).collect();
+        late.reverse();
+        assert_eq!(lateness_ms(late).1, Some(0.198));
     }
 
     #[test]

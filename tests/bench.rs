@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Work};
+use common::{stderr, stdout, Site, Work};
 
 #[test]
 fn bench_measures_every_setup_and_every_run_completes() {
@@ -61,7 +61,15 @@ fn bench_measures_every_setup_and_every_run_completes() {
             assert_eq!(s["ok"], 12, "{s}");
             assert!(s["secs"].as_f64().unwrap() > 0.0);
             assert!(s["bytes"].as_u64().unwrap() > 12 * 1000);
+            // What the run cost the built-in site: its own 12 answers, each
+            // after the latency, not the warm-up's or another run's.
+            assert_eq!(s["site_delayed"], 12, "{s}");
+            assert!(s["site_cpu_secs"].as_f64().unwrap() > 0.0, "{s}");
+            let (mean, p99) = (s["site_late_ms"].as_f64(), s["site_late_p99_ms"].as_f64());
+            assert!(mean.unwrap() >= 0.0 && p99.unwrap() >= 0.0, "{s}");
         }
+        assert!(r["site_cpu_secs"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["site_late_ms"].is_f64(), "{r}");
         let (min, med, max) = (
             r["min_secs"].as_f64(),
             r["median_secs"].as_f64(),
@@ -116,6 +124,12 @@ fn bench_markdown_and_bad_setups() {
         lines[0].starts_with("| mode | workers x threads | median s (min-max) |"),
         "{md}"
     );
+    assert!(
+        lines[0].contains("| CPU s | site CPU s | site late ms | peak RSS MB |"),
+        "{md}"
+    );
+    // Without a latency, no answer waited: nothing to be late for.
+    assert!(lines[2].contains(" | - | "), "{md}");
     assert!(lines[2].starts_with("| threads | 1 x 2 |"), "{md}");
     assert!(lines[3].starts_with("| proc | 2 x 1 |"), "{md}");
     assert!(lines[3].ends_with("| 1/1 |"), "{md}");
@@ -132,6 +146,37 @@ fn bench_markdown_and_bad_setups() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
         assert_eq!(stderr(&out).lines().count(), 1, "{bad:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn bench_against_another_site_has_no_site_figures() {
+    let site = Site::start(&[]);
+    let work = Work::new();
+    let out = work.run(&[
+        "bench",
+        "--base-url",
+        &site.base,
+        "--runs",
+        "1",
+        "--modes",
+        "threads",
+        "--threads",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &bench["rows"][0];
+    assert_eq!(row["complete_runs"], 1, "{row}");
+    // Its CPU is another process's, and its lateness its own business.
+    for field in ["site_cpu_secs", "site_late_ms"] {
+        assert!(row[field].is_null(), "{field}: {row}");
+        assert!(row["samples"][0][field].is_null(), "{field}: {row}");
+    }
+    // A warm-up and a measured run of the whole list.
+    let items = bench["items"].as_u64().unwrap();
+    assert!(items > 100, "{bench}");
+    assert_eq!(site.requests(), 2 * items);
 }
 
 #[test]

@@ -183,6 +183,7 @@ impl Shared {
 /// A running site. Dropping it stops the server.
 pub struct Site {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -228,7 +229,7 @@ impl Site {
         } else {
             None
         };
-        let app = router(
+        let (app, shared) = router(
             config,
             faults,
             Arc::clone(&flags),
@@ -257,6 +258,7 @@ impl Site {
             })?;
         Ok(Site {
             addr,
+            shared,
             shutdown: Some(shutdown),
             thread: Some(thread),
         })
@@ -269,6 +271,28 @@ impl Site {
     /// The base URL of the flags, as `--base-url` takes it.
     pub fn base_url(&self) -> String {
         format!("http://{}{}", self.addr, FLAGS_PATH)
+    }
+
+    /// How many answers have waited for the latency so far.
+    pub fn delayed(&self) -> u64 {
+        self.shared.delayed.load(Ordering::Relaxed)
+    }
+
+    /// How many microseconds late each answer delayed since [`Site::delayed`]
+    /// returned `before` was ready (at most the last [`MAX_ARRIVALS`]). For a
+    /// benchmark that runs the site in its own process, between runs: an
+    /// answer being recorded meanwhile may be missed.
+    pub fn late_us_since(&self, before: u64) -> Vec<u32> {
+        let late = self
+            .shared
+            .late_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let new = usize::try_from(self.delayed().saturating_sub(before)).unwrap_or(usize::MAX);
+        late.iter()
+            .skip(late.len().saturating_sub(new))
+            .copied()
+            .collect()
     }
 
     /// Serves until the thread ends (it does not, short of an error).
@@ -305,7 +329,7 @@ fn router(
     wire: SocketAddr,
     connections: Arc<AtomicU64>,
     delays: Option<delay::Delays>,
-) -> Router {
+) -> (Router, Arc<Shared>) {
     let flags = flags
         .iter()
         .map(|(name, jpeg)| {
@@ -332,11 +356,12 @@ fn router(
         connections,
         delays,
     });
-    Router::new()
+    let router = Router::new()
         .route(&format!("{FLAGS_PATH}/{{file}}"), get(serve_flag))
         .route("/stats", get(stats))
         .merge(apis::routes())
-        .with_state(shared)
+        .with_state(Arc::clone(&shared));
+    (router, shared)
 }
 
 async fn serve_flag(
