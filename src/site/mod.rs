@@ -225,7 +225,7 @@ impl Site {
         );
         let connections = Arc::new(AtomicU64::new(0));
         let delays = if config.delay_ms > 0 || config.jitter_ms > 0 {
-            Some(delay::Delays::start()?)
+            Some(delay::Delays::start(runtime.handle())?)
         } else {
             None
         };
