@@ -558,10 +558,15 @@ fn measure(
         let _ = out.read_to_end(&mut stdout);
     }
     let usage = wait_with_usage(child.id());
-    let site_after = site.zip(site_before).map(|(site, (delayed, cpu))| {
-        let late = lateness_ms(site.late_us_since(delayed));
-        (site_cpu() - cpu, site.delayed() - delayed, late)
-    });
+    let (site_cpu_secs, site_delayed, (site_late_ms, site_late_p99_ms)) =
+        match site.zip(site_before) {
+            Some((site, (delayed, cpu))) => (
+                Some(site_cpu() - cpu),
+                Some(site.delayed() - delayed),
+                lateness_ms(site.late_us_since(delayed)),
+            ),
+            None => (None, None, (None, None)),
+        };
     let report: serde_json::Value = serde_json::from_slice(&stdout)
         .map_err(|e| Error::Bench(format!("a {} run printed no report: {e}", setup.mode)))?;
     // A row must be what its label says (the report's `pin` is absent, so
@@ -599,10 +604,10 @@ fn measure(
         cpu_secs,
         peak_rss_mb,
         blur_secs: report["blur_secs"].as_f64(),
-        site_cpu_secs: site_after.map(|(cpu, _, _)| cpu),
-        site_delayed: site_after.map(|(_, delayed, _)| delayed),
-        site_late_ms: site_after.and_then(|(_, _, (mean, _))| mean),
-        site_late_p99_ms: site_after.and_then(|(_, _, (_, p99))| p99),
+        site_cpu_secs,
+        site_delayed,
+        site_late_ms,
+        site_late_p99_ms,
     })
 }
 

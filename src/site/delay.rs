@@ -82,11 +82,13 @@ impl Shared {
     /// Sets the timer to go off at `at`, or never. Called with the state
     /// locked, so that the timer always matches the heap's earliest deadline.
     fn arm(&self, at: Option<Instant>) {
+        // As a timer's value, "never"; as its interval, "once".
+        const ZERO: libc::timespec = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         let value = match at {
-            None => libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
+            None => ZERO,
             Some(at) => {
                 // A zero value would disarm it: a deadline already past gets
                 // the shortest wait instead.
@@ -100,10 +102,7 @@ impl Shared {
             }
         };
         let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
+            it_interval: ZERO,
             it_value: value,
         };
         // SAFETY: the descriptor is our timerfd, and `spec` is valid for the
