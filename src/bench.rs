@@ -15,9 +15,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::BenchArgs;
-use crate::config::{check_base_url, fit_layout};
 use crate::error::Error;
-use crate::list;
+use crate::input::list;
+use crate::input::url::check_base_url;
+use crate::plan::fit_layout;
 use crate::site::{Site, SiteConfig};
 
 /// The `--modes` suffix that pins a proc or hybrid setup's workers (`--pin`).
@@ -406,9 +407,9 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         .iter()
         .all(|r| r.complete_runs == r.samples.len());
     Ok(if complete {
-        crate::exit::OK
+        crate::report::exit::OK
     } else {
-        crate::exit::SOME_FAILED
+        crate::report::exit::SOME_FAILED
     })
 }
 

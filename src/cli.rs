@@ -40,7 +40,7 @@ pub enum Command {
 /// Who runs the worker loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
-    /// One worker loop in the main thread.
+    /// One worker loop: one item at a time.
     Serial,
     /// A pool of --threads threads in one process.
     Threads,
@@ -77,10 +77,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Mode::Proc, help_heading = CONCURRENCY)]
     pub mode: Mode,
 
-    /// Worker processes in proc mode (1 to 1024).
-    #[arg(long, value_name = "N", default_value_t = 8, help_heading = CONCURRENCY,
+    /// Worker processes in proc mode (1 to 1024) [default: 8].
+    #[arg(long, value_name = "N", help_heading = CONCURRENCY,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub procs: u32,
+    pub procs: Option<u32>,
 
     /// Pool size in threads mode [default: 8]; threads inside each worker
     /// process in proc mode [default: 1].
@@ -144,8 +144,8 @@ pub struct RunArgs {
     /// name decides its shard, the same on every machine. Without it, the shard
     /// comes from Slurm, Kubernetes or AWS Batch array variables, if set.
     #[arg(long, value_name = "I/N", help_heading = SOURCE,
-          value_parser = crate::shard::parse_flag, conflicts_with = "shard_count")]
-    pub shard: Option<crate::shard::Shard>,
+          value_parser = crate::input::shard::parse_flag, conflicts_with = "shard_count")]
+    pub shard: Option<crate::input::shard::Shard>,
 
     /// Number of shards, for a scheduler that gives only an index
     /// (JOB_COMPLETION_INDEX of a Kubernetes Indexed Job) [env: FLAGMASTER_SHARD_COUNT].
@@ -169,7 +169,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = "logs", help_heading = FILES)]
     pub log_dir: PathBuf,
 
-    /// Items handed to a worker at a time [default: items / (workers x 4), 1 to 32].
+    /// Items handed to a worker loop at a time [default: guided, what is left
+    /// / (2 x loops), between 1 and 32, so chunks shrink towards the end].
     #[arg(long, value_name = "N", help_heading = CONCURRENCY,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: Option<u32>,

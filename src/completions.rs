@@ -9,7 +9,7 @@ use clap_complete::Shell;
 
 use crate::cli::Cli;
 use crate::error::Error;
-use crate::exit;
+use crate::report::exit;
 
 /// Prints the completion script of `shell` on stdout.
 pub fn run(shell: Shell) -> Result<u8, Error> {

@@ -12,12 +12,11 @@ use flagmaster_worker::protocol::FetchSettings;
 
 use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
-use crate::list;
+use crate::input::rerun::Rerun;
+use crate::input::shard::{self, Shard};
+use crate::input::{self, url, Input};
 use crate::polite::Politeness;
-use crate::progress::Display;
-use crate::rerun::Rerun;
-use crate::shard::{self, Shard};
-use crate::source::{self, Input, Listing, Template};
+use crate::report::progress::Display;
 
 /// The real flag site of the classic lesson.
 pub const REMOTE_BASE: &str = "https://www.sciencekids.co.nz/images/pictures/flags96";
@@ -26,8 +25,11 @@ pub const REMOTE_BASE: &str = "https://www.sciencekids.co.nz/images/pictures/fla
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// Longest silence while reading a response before the attempt is cut.
 const READ_TIMEOUT_MS: u64 = 10_000;
-/// The largest automatic chunk.
-const MAX_AUTO_CHUNK: usize = 32;
+
+/// Worker processes of proc mode without `--procs`.
+const DEFAULT_PROCS: u32 = 8;
+/// The pool of threads mode without `--threads`.
+const DEFAULT_POOL: u32 = 8;
 
 /// Where the files come from.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,12 +57,14 @@ pub struct RunConfig {
     pub limit: Option<usize>,
     /// Entries that repeated an earlier one and were dropped.
     pub duplicates: Vec<String>,
+    /// Options given that the chosen mode does not use, as warnings.
+    pub ignored: Vec<String>,
     pub list_label: String,
     pub source: Source,
     pub dest: PathBuf,
     pub log_dir: PathBuf,
-    /// `--chunk-size`; `None` for the automatic size, see [`RunConfig::chunk_size`].
-    chunk_size: Option<usize>,
+    /// `--chunk-size`; `None` for the automatic size (see [`crate::plan::Chunking`]).
+    pub chunk_size: Option<usize>,
     /// The share of the list this run takes (`--shard` or a scheduler's array).
     pub shard: Option<Shard>,
     pub fetch: FetchSettings,
@@ -76,13 +80,13 @@ pub struct RunConfig {
 
 impl RunConfig {
     pub fn from_args(args: RunArgs) -> Result<RunConfig, Error> {
-        let (input, duplicates, list_label) = input(&args)?;
+        let (input, duplicates, list_label) = input::from_args(&args)?;
         let explicit_site = args.base_url.is_some() || args.server.is_some();
         let source = match (&args.base_url, args.server.unwrap_or(ServerKind::Delay)) {
             _ if !explicit_site && !input.uses_site() => Source::Direct,
             (Some(url), _) => Source::Url {
                 label: "custom".into(),
-                base: check_base_url(url)?,
+                base: url::check_base_url(url)?,
             },
             (None, ServerKind::Remote) => Source::Url {
                 label: "REMOTE".into(),
@@ -113,14 +117,18 @@ impl RunConfig {
 
         let (procs, threads) = match args.mode {
             Mode::Serial => (1, 1),
-            Mode::Threads => (1, args.threads.unwrap_or(8)),
-            Mode::Proc => (args.procs, args.threads.unwrap_or(1)),
+            Mode::Threads => (1, args.threads.unwrap_or(DEFAULT_POOL)),
+            Mode::Proc => (
+                args.procs.unwrap_or(DEFAULT_PROCS),
+                args.threads.unwrap_or(1),
+            ),
         };
+        let ignored = ignored_options(&args);
         // Refined once the items are known (see `source::all_loopback`).
         let env_proxy = match (&source, &input) {
             (Source::Builtin(_), _) => false,
-            (Source::Url { base, .. }, _) => !is_loopback_url(base),
-            (Source::Direct, Input::Listing(listing)) => !is_loopback_url(&listing.url),
+            (Source::Url { base, .. }, _) => !url::is_loopback_url(base),
+            (Source::Direct, Input::Listing(listing)) => !url::is_loopback_url(&listing.url),
             (Source::Direct, _) => true,
         };
         let timeout_ms = (args.timeout * 1000.0).round() as u64;
@@ -132,6 +140,7 @@ impl RunConfig {
             input,
             limit: args.limit,
             duplicates,
+            ignored,
             list_label,
             source,
             dest: args.dest,
@@ -157,116 +166,30 @@ impl RunConfig {
         })
     }
 
-    /// Shrinks `procs` x `threads` to what `items` can keep busy (see
-    /// [`fit_layout`]); returns the layout asked for when it was shrunk. With
-    /// a fixed `--chunk-size` a loop takes a whole chunk, so only as many
-    /// loops as there are chunks can have work.
-    pub fn fit_to(&mut self, items: usize) -> Option<(u32, u32)> {
-        let units = match self.chunking() {
-            Chunking::Fixed(n) => items.div_ceil(n.max(1)),
-            Chunking::Guided { .. } => items,
-        };
-        let asked = (self.procs, self.threads);
-        (self.procs, self.threads) = fit_layout(self.procs, self.threads, units);
-        (asked != (self.procs, self.threads)).then_some(asked)
-    }
-
     /// Worker loops that run at once.
     pub fn concurrency(&self) -> u32 {
         self.procs * self.threads
     }
-
-    /// How items are handed out: `--chunk-size` as given, or guided.
-    pub fn chunking(&self) -> Chunking {
-        match self.chunk_size {
-            Some(n) => Chunking::Fixed(n),
-            None => Chunking::Guided {
-                max: MAX_AUTO_CHUNK,
-                loops: self.concurrency() as usize,
-            },
-        }
-    }
 }
 
-/// The layout that runs `items` with `procs` x `threads` asked for: no more
-/// processes than items, and no more threads in each than its share of them.
-///
-/// A worker loop with nothing to fetch still costs its start: about 1 ms of
-/// CPU per worker process and 25-35 us per thread, on the same cores as the
-/// loops that do have work. A 1-file run with `--procs 8 --threads 32` took
-/// 19-20 ms against 2 ms serially; fitted (1 x 1), 4 ms. Processes are kept
-/// before threads: `--procs N` is the comparison a user asked to see, with one
-/// log per process, and only fewer items than processes takes one away.
-pub fn fit_layout(procs: u32, threads: u32, items: usize) -> (u32, u32) {
-    let items = u32::try_from(items.max(1)).unwrap_or(u32::MAX);
-    let procs = procs.min(items);
-    (procs, threads.min(items.div_ceil(procs.max(1))))
-}
-
-/// How many items a worker gets per `Want`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Chunking {
-    /// Always this many (`--chunk-size`).
-    Fixed(usize),
-    /// Guided self-scheduling: a share of what is left, `remaining / (2 x
-    /// loops)`, between 1 and `max`. Chunks shrink as the queue drains, so
-    /// the last ones are single items and no worker loop is left holding a
-    /// long chunk while the others idle; a fixed size that does not divide the
-    /// work evenly costs up to a whole chunk of latency at the tail.
-    Guided { max: usize, loops: usize },
-}
-
-impl Chunking {
-    /// The size of the next chunk when `remaining` items are queued.
-    pub fn next(self, remaining: usize) -> usize {
-        match self {
-            Chunking::Fixed(n) => n.max(1),
-            Chunking::Guided { max, loops } => remaining.div_ceil(2 * loops.max(1)).clamp(1, max),
-        }
-    }
-}
-
-/// What to download, the entries dropped as repeats, and a label for it.
-fn input(args: &RunArgs) -> Result<(Input, Vec<String>, String), Error> {
-    if let Some(path) = &args.urls {
-        let label = path.display().to_string();
-        let (urls, repeats) = source::parse_urls(&read_list(path)?, &label)?;
-        if urls.is_empty() || args.limit == Some(0) {
-            return Err(Error::EmptyList(format!("URL file {label}")));
-        }
-        return Ok((Input::Urls(urls), repeats, label));
-    }
-    if let Some(url) = &args.listing {
-        let listing = Listing::new(url, args.pick.as_deref(), &args.types)?;
-        if args.limit == Some(0) {
-            return Err(Error::EmptyList(format!("listing {url}")));
-        }
-        return Ok((
-            Input::Listing(listing),
-            Vec::new(),
-            format!("listing {url}"),
+/// Warnings for options the chosen mode has no use for: the run goes on
+/// without them.
+fn ignored_options(args: &RunArgs) -> Vec<String> {
+    let mode = match args.mode {
+        Mode::Serial => "serial",
+        Mode::Threads => "threads",
+        Mode::Proc => return Vec::new(),
+    };
+    let mut ignored = Vec::new();
+    if args.procs.is_some() {
+        ignored.push(format!(
+            "--procs is for --mode proc; ignored in {mode} mode"
         ));
     }
-    let (text, label) = match &args.list {
-        Some(path) => (read_list(path)?, path.display().to_string()),
-        None => (list::BUILTIN.to_string(), "built-in flags.txt".to_string()),
-    };
-    let mut parsed = list::parse(&text);
-    if let Some(limit) = args.limit {
-        parsed.names.truncate(limit);
+    if args.threads.is_some() && args.mode == Mode::Serial {
+        ignored.push("--threads is for --mode threads or proc; ignored in serial mode".into());
     }
-    if parsed.names.is_empty() {
-        return Err(Error::EmptyList(format!("list {label}")));
-    }
-    let template = match &args.template {
-        Some(t) => Template::parse(t)?,
-        None => Template::default(),
-    };
-    let input = Input::Names {
-        names: parsed.names,
-        template,
-    };
-    Ok((input, parsed.duplicates, label))
+    ignored
 }
 
 /// Parses `Name: value`. The error names the header but never repeats the
@@ -302,58 +225,6 @@ fn parse_headers(headers: &[String]) -> Result<Vec<(String, String)>, Error> {
         )));
     }
     Ok(parsed)
-}
-
-/// Reads a list file as UTF-8 text.
-pub fn read_list(path: &Path) -> Result<String, Error> {
-    let bytes = fs::read(path).map_err(|source| Error::ReadList {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    String::from_utf8(bytes).map_err(|_| Error::ReadList {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(ErrorKind::InvalidData, "not UTF-8 text"),
-    })
-}
-
-/// Accepts `http://` and `https://` URLs with a host, and returns the URL
-/// without a trailing slash.
-pub fn check_base_url(url: &str) -> Result<String, Error> {
-    let bad = |why: &str| Error::BadUrl {
-        url: url.to_string(),
-        why: why.to_string(),
-    };
-    if !url.contains("://") {
-        return Err(bad("missing http:// or https://"));
-    }
-    let uri: ureq::http::Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        Some(_) => return Err(bad("only http and https are supported")),
-        None => return Err(bad("missing http:// or https://")),
-    }
-    match uri.host() {
-        Some(host) if !host.is_empty() => {}
-        _ => return Err(bad("missing host")),
-    }
-    if uri.query().is_some() {
-        return Err(bad("a base URL takes no query"));
-    }
-    Ok(url.trim_end_matches('/').to_string())
-}
-
-pub fn is_loopback_url(url: &str) -> bool {
-    let host = url
-        .parse::<ureq::http::Uri>()
-        .ok()
-        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()));
-    match host.as_deref() {
-        Some("localhost") => true,
-        Some(h) => h
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
 }
 
 /// A directory we will create or write into must not be a file, and its nearest
@@ -392,82 +263,9 @@ fn check_dir_target(what: &'static str, path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Creates `path` if needed and proves it writable with a temporary file.
-pub fn prepare_dir(what: &'static str, path: &Path) -> Result<(), Error> {
-    let unwritable = |source| Error::Unwritable {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    fs::create_dir_all(path).map_err(unwritable)?;
-    tempfile::Builder::new()
-        .prefix(".flagmaster-probe")
-        .tempfile_in(path)
-        .map(drop)
-        .map_err(unwritable)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_layout_fits_the_items() {
-        // Enough items: as asked.
-        assert_eq!(fit_layout(8, 32, 2000), (8, 32));
-        assert_eq!(fit_layout(8, 32, 256), (8, 32));
-        // Fewer: processes kept while each has an item, threads shrunk first.
-        assert_eq!(fit_layout(8, 32, 195), (8, 25));
-        assert_eq!(fit_layout(3, 4, 7), (3, 3));
-        assert_eq!(fit_layout(1, 256, 3), (1, 3));
-        assert_eq!(fit_layout(8, 1, 5), (5, 1));
-        assert_eq!(fit_layout(8, 32, 1), (1, 1));
-        // Nothing to fetch (a re-run that skips everything) starts nothing,
-        // but the layout stays valid.
-        assert_eq!(fit_layout(8, 32, 0), (1, 1));
-    }
-
-    #[test]
-    fn guided_chunks_shrink_to_single_items_at_the_tail() {
-        let guided = Chunking::Guided {
-            max: 32,
-            loops: 100,
-        };
-        assert_eq!(guided.next(20_000), 32, "capped");
-        assert_eq!(guided.next(3_000), 15);
-        assert_eq!(guided.next(150), 1);
-        assert_eq!(guided.next(1), 1);
-        // Handing out 20000 items to 100 loops: the last chunks are 1 item.
-        let (mut left, mut sizes) = (20_000, Vec::new());
-        while left > 0 {
-            let n = guided.next(left).min(left);
-            sizes.push(n);
-            left -= n;
-        }
-        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "never grows");
-        assert_eq!(sizes.iter().rev().take(100).max(), Some(&1));
-        assert_eq!(Chunking::Fixed(7).next(3), 7);
-        assert_eq!(Chunking::Fixed(0).next(3), 1);
-    }
-
-    #[test]
-    fn base_urls() {
-        assert_eq!(
-            check_base_url("http://127.0.0.1:8000/images/").unwrap(),
-            "http://127.0.0.1:8000/images"
-        );
-        assert!(check_base_url("https://example.org/x").is_ok());
-        for bad in [
-            "",
-            "example.org/x",
-            "ftp://h/x",
-            "http://",
-            "http://h/x?y=1",
-            "not a url",
-        ] {
-            assert!(check_base_url(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn headers() {
@@ -502,13 +300,5 @@ mod tests {
         assert_eq!(local.limits.max_rps, Some(5.0));
         let loopback = polite(&["--base-url", "http://127.0.0.1:9/f"]);
         assert!(!loopback.limits.any());
-    }
-
-    #[test]
-    fn loopback_detection() {
-        assert!(is_loopback_url("http://127.0.0.1:80/x"));
-        assert!(is_loopback_url("http://localhost/x"));
-        assert!(is_loopback_url("http://[::1]:8000/x"));
-        assert!(!is_loopback_url(REMOTE_BASE));
     }
 }

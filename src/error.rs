@@ -36,8 +36,11 @@ pub enum Error {
     },
     #[error("cannot use listing {url}: {why}")]
     Listing { url: String, why: String },
-    #[error("cannot start worker processes: {0}")]
+    #[error("cannot start workers: {0}")]
     Spawn(String),
+    /// Anything else the run needs before it starts (watching signals).
+    #[error("{0}")]
+    Setup(String),
     #[error("bench: {0}")]
     Bench(String),
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::{flag_names, stderr, stdout, Site, Work};
-use flagmaster::rerun::SIDECAR;
+use flagmaster::input::rerun::SIDECAR;
 use flagmaster::site::flag::flag_jpeg;
 
 const MODES: &[&[&str]] = &[

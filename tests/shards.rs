@@ -511,7 +511,7 @@ fn an_empty_share_is_a_complete_run_of_nothing() {
     let site = Site::start(&[]);
     let work = Work::new();
     let list = work.write_list(&["Chad"]);
-    let chad = flagmaster::shard::shard_of("Chad.jpg", 4);
+    let chad = flagmaster::input::shard::shard_of("Chad.jpg", 4);
     let other = format!("{}/4", chad % 4 + 1);
     for mode in MODES {
         let mut args = vec![

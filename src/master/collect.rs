@@ -1,37 +1,34 @@
-//! The master's bookkeeping and main loop: hands out chunks on demand, folds
-//! reports into run statistics, and accounts for every item even when a worker
-//! dies or the run is interrupted.
+//! The master's drive loop and its results: folds worker events into run
+//! statistics, answers `Want`s through the [`Queue`], passes what happens to
+//! the reporter (bar, `-v` lines, warnings) and to `master.log`, and accounts
+//! for every item even when a worker dies or the run is interrupted.
 //!
 //! The loop never stops early: it runs until every worker has gone (finished or
-//! died), so that no report is lost. A `Want` that arrives while the queue is
-//! empty but other workers still hold unfinished items is parked rather than
-//! answered with `Done`: if one of those workers dies, its items go back to the
-//! queue and the parked workers pick them up. No more `Want`s are parked than
-//! there are unfinished items, since no more could ever come back; the others
-//! are answered `Done` at once.
+//! died), so that no report is lost.
 //!
 //! The collector is shared (`Arc<Mutex<_>>`) between the thread that drives the
 //! run and the signal watcher, which must be able to stop the workers and print
-//! the partial report while the driving thread is blocked, e.g. in serial mode
-//! inside a request. The lock is only held to handle one event.
+//! the partial report while the driving thread is blocked. The lock is only
+//! held to handle one event.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use flagmaster_worker::log::LogFile;
-use flagmaster_worker::protocol::{Command, Event, Item, ItemReport, Status, WorkerSummary};
+use flagmaster_worker::protocol::{Command, Event, Item, ItemReport, WorkerSummary};
 use flagmaster_worker::Tally;
 
-use crate::config::Chunking;
-use crate::progress::{self, Progress};
+use super::queue::Queue;
+use crate::plan::Chunking;
+use crate::report::progress::{Reporter, RunEvent};
 
 /// How often the main loop looks for stuck workers while no event arrives.
 const TICK: Duration = Duration::from_millis(250);
 
 /// Something that can take a command to one worker: a crossbeam sender in
-/// threads mode, an `IpcSender` in proc mode.
+/// this process, an `IpcSender` to a worker process.
 pub trait CommandTx: Send {
     /// False when the worker can no longer be reached.
     fn send_command(&self, command: Command) -> bool;
@@ -69,8 +66,6 @@ pub struct WorkerState {
     /// A child process of ours (proc mode), which may be killed by pid.
     process: bool,
     tx: Option<Box<dyn CommandTx>>,
-    /// Items handed out and not yet reported, by index.
-    outstanding: BTreeMap<u32, Item>,
     /// Last time the worker was heard from.
     last_heard: Instant,
     gone: bool,
@@ -91,23 +86,15 @@ pub struct Collected {
 pub type Shared = Arc<Mutex<Collector>>;
 
 pub struct Collector {
-    queue: VecDeque<Item>,
-    chunking: Chunking,
+    queue: Queue,
     workers: BTreeMap<u32, WorkerState>,
-    /// Items handed out and not yet reported, over all workers, and workers
-    /// not gone: kept as counts because every event asks for them, and a
-    /// walk over 1000 workers per event showed in profiles.
-    outstanding: usize,
+    /// Workers not gone, kept as a count for the same reason as the queue's.
     live: usize,
-    /// Workers waiting for an answer to a `Want`, once per `Want`.
-    parked: VecDeque<u32>,
     reports: Vec<Option<ItemReport>>,
     log: Arc<LogFile>,
-    /// Set by an interrupt: every `Want` is answered with `Done`.
-    stopping: bool,
     /// A worker holding items and silent for this long is stuck.
     stuck_after: Duration,
-    progress: Progress,
+    reporter: Reporter,
 }
 
 /// Locks the collector. A panic while it was held cannot leave it half-updated
@@ -124,7 +111,7 @@ impl Collector {
         chunking: Chunking,
         log: Arc<LogFile>,
         stuck_after: Duration,
-        progress: Progress,
+        reporter: Reporter,
     ) -> Collector {
         // Indexes, not positions: items finished before the run (see
         // `add_finished`) leave gaps in the list of those to fetch.
@@ -133,19 +120,14 @@ impl Collector {
             .map(|i| i.index as usize + 1)
             .max()
             .unwrap_or(0);
-        let reports = vec![None; slots];
         Collector {
-            queue: items.into(),
-            chunking,
+            queue: Queue::new(items, chunking),
             workers: BTreeMap::new(),
-            outstanding: 0,
             live: 0,
-            parked: VecDeque::new(),
-            reports,
+            reports: vec![None; slots],
             log,
-            stopping: false,
             stuck_after,
-            progress,
+            reporter,
         }
     }
 
@@ -164,7 +146,6 @@ impl Collector {
                 pid,
                 process,
                 tx,
-                outstanding: BTreeMap::new(),
                 last_heard: Instant::now(),
                 gone: false,
                 tally: Tally::default(),
@@ -172,15 +153,7 @@ impl Collector {
                 exit: None,
             },
         );
-        if let Some(old) = replaced {
-            self.forget(&old);
-        }
-    }
-
-    /// Takes a worker's state out of the counts.
-    fn forget(&mut self, w: &WorkerState) {
-        self.outstanding -= w.outstanding.len();
-        if !w.gone {
+        if replaced.is_some_and(|old| !old.gone) {
             self.live -= 1;
         }
     }
@@ -194,7 +167,7 @@ impl Collector {
             if slot >= self.reports.len() {
                 self.reports.resize(slot + 1, None);
             }
-            self.progress.item(&report);
+            self.reporter.report_event(RunEvent::Item(&report));
             self.reports[slot] = Some(report);
         }
     }
@@ -203,17 +176,10 @@ impl Collector {
     /// the chunks it was given go back to the queue.
     pub fn abandon_worker(&mut self, worker: u32) {
         if let Some(w) = self.workers.remove(&worker) {
-            self.forget(&w);
-            self.requeue(w.outstanding.into_values());
-        }
-    }
-
-    /// Puts unfinished items back at the front of the queue, in list order.
-    fn requeue(&mut self, items: impl IntoIterator<Item = Item>) {
-        let mut items: Vec<Item> = items.into_iter().collect();
-        items.sort_by_key(|i| i.index);
-        for item in items.into_iter().rev() {
-            self.queue.push_front(item);
+            if !w.gone {
+                self.live -= 1;
+            }
+            self.queue.release(worker);
         }
     }
 
@@ -222,43 +188,29 @@ impl Collector {
         &self.log
     }
 
-    /// The next chunk for `worker`, remembered as its outstanding work.
-    pub fn take_chunk(&mut self, worker: u32) -> Option<Vec<Item>> {
-        if self.stopping {
-            return None;
-        }
-        if self.queue.is_empty() {
-            return None;
-        }
-        let size = self.chunking.next(self.queue.len()).min(self.queue.len());
-        let chunk: Vec<Item> = self.queue.drain(..size).collect();
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.outstanding
-                .extend(chunk.iter().map(|item| (item.index, item.clone())));
-            self.outstanding += chunk.len();
-        }
-        Some(chunk)
+    /// Passes something that happened to the reporter.
+    pub fn report(&mut self, event: RunEvent) {
+        self.reporter.report_event(event);
     }
 
-    pub fn record(&mut self, report: ItemReport) {
-        if let Some(w) = self.workers.get_mut(&report.worker) {
-            if w.outstanding.remove(&report.index).is_none() {
-                // Not ours to count: a stale or duplicate report.
-                return;
-            }
-            self.outstanding -= 1;
+    /// The next chunk for `worker`, remembered as its outstanding work.
+    pub fn take_chunk(&mut self, worker: u32) -> Option<Vec<Item>> {
+        self.queue.take_chunk(worker)
+    }
+
+    fn record(&mut self, worker: u32, mut report: ItemReport) {
+        // The envelope, not the message, says who sent it.
+        report.worker = worker;
+        if !self.queue.finish(worker, report.index) {
+            return;
+        }
+        if let Some(w) = self.workers.get_mut(&worker) {
             w.tally.items += 1;
             w.tally.bytes += report.bytes;
         }
-        self.progress.item(&report);
+        self.reporter.report_event(RunEvent::Item(&report));
         if let Some(slot) = self.reports.get_mut(report.index as usize) {
             *slot = Some(report);
-        }
-    }
-
-    pub fn finished(&mut self, worker: u32, summary: WorkerSummary) {
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.summary = Some(summary);
         }
     }
 
@@ -267,19 +219,17 @@ impl Collector {
             w.last_heard = Instant::now();
         }
         match event {
-            Event::Want { .. } => self.parked.push_back(worker),
-            // The envelope, not the message, says who sent it.
-            Event::Item(mut report) => {
-                report.worker = worker;
-                self.record(report);
-            }
+            Event::Want { .. } => self.queue.park(worker),
             Event::Items(reports) => {
-                for mut report in reports {
-                    report.worker = worker;
-                    self.record(report);
+                for report in reports {
+                    self.record(worker, report);
                 }
             }
-            Event::Finished(summary) => self.finished(worker, summary),
+            Event::Finished(summary) => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.summary = Some(summary);
+                }
+            }
             // A Hello after the handshake is a protocol slip; ignore it.
             Event::Hello(_) => {}
         }
@@ -296,17 +246,15 @@ impl Collector {
             w.gone = true;
             w.tx = None;
         }
-        self.parked.retain(|&p| p != worker);
     }
 
     /// Records how a gone worker ended and requeues what it did not finish.
     fn settle_gone(&mut self, worker: u32, exit: Option<String>) {
+        let unfinished = self.queue.release(worker);
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
         w.exit = exit;
-        let unfinished: Vec<Item> = std::mem::take(&mut w.outstanding).into_values().collect();
-        self.outstanding -= unfinished.len();
         let clean = w.summary.is_some() && unfinished.is_empty();
         let exit = w.exit.clone().unwrap_or_else(|| "-".into());
         self.log.line(&[
@@ -318,41 +266,26 @@ impl Collector {
             ("items", &w.tally.items),
             ("bytes", &w.tally.bytes),
         ]);
-        if !clean && !self.stopping {
-            progress::warn(&format!(
-                "worker {worker} (pid {}) ended without finishing ({exit}); \
-                 {} unfinished items handed to other workers",
-                w.pid,
-                unfinished.len()
-            ));
+        if !clean && !self.queue.is_stopping() {
             self.log.line(&[
                 ("event", &"worker_died"),
                 ("worker", &worker),
                 ("pid", &w.pid),
                 ("requeued", &unfinished.len()),
             ]);
+            let event = RunEvent::WorkerLost {
+                worker,
+                pid: w.pid,
+                exit: &exit,
+                handed_on: unfinished.len(),
+            };
+            self.reporter.report_event(event);
         }
-        self.requeue(unfinished);
         self.answer_parked();
     }
 
-    /// Answers parked `Want`s: with chunks while there are any, and with `Done`
-    /// those beyond the number of items still outstanding (all of them once
-    /// nothing is, or the run is stopping). Keeping all of them until the last
-    /// item ended meant waking every idle worker at that moment, one futex
-    /// wake each: 255 of them at the end of a run with 256 threads.
     fn answer_parked(&mut self) {
-        while !self.parked.is_empty() {
-            if !self.stopping && self.queue.is_empty() && self.parked.len() <= self.outstanding {
-                return;
-            }
-            let Some(worker) = self.parked.pop_front() else {
-                return;
-            };
-            let command = match self.take_chunk(worker) {
-                Some(chunk) => Command::Chunk(chunk),
-                None => Command::Done,
-            };
+        while let Some((worker, command)) = self.queue.next_answer() {
             // A worker that cannot be reached has its `Gone` on the way, which
             // requeues whatever it held.
             if let Some(tx) = self.workers.get(&worker).and_then(|w| w.tx.as_ref()) {
@@ -364,10 +297,10 @@ impl Collector {
     /// First stage of an interrupt: no more work is handed out, and every
     /// worker is told to abandon what it is doing.
     pub fn interrupt(&mut self) {
-        if self.stopping {
+        if self.queue.is_stopping() {
             return;
         }
-        self.stopping = true;
+        self.queue.stop();
         self.log.line(&[("event", &"interrupted")]);
         for w in self.workers.values().filter(|w| !w.gone) {
             if let Some(tx) = &w.tx {
@@ -377,81 +310,59 @@ impl Collector {
         self.answer_parked();
     }
 
-    /// Kills every worker process still running, by pid.
-    pub fn kill_processes(&mut self) {
+    /// Kills every worker process still running, by pid: the second stage
+    /// of an interrupt. Under the lock, so that no pid is signalled once
+    /// [`Collector::mark_gone`] let it be reaped.
+    pub fn kill_processes(&self) {
         for w in self.workers.values().filter(|w| w.process && !w.gone) {
-            kill(w.pid);
+            super::reap::kill(w.pid);
         }
     }
 
-    /// Kills worker processes that hold items but have been silent for longer
-    /// than an item may take: their forwarders then report them gone and their
-    /// items are handed to others.
-    fn kill_stuck(&mut self) {
+    /// Worker processes that hold items but have been silent for longer than
+    /// an item may take: once killed, their forwarders report them gone and
+    /// their items are handed to others. Each is named once per silence.
+    fn stuck(&mut self) -> Vec<u32> {
         let now = Instant::now();
+        let mut stuck = Vec::new();
         for w in self.workers.values_mut() {
-            let stuck = w.process
-                && !w.gone
-                && !w.outstanding.is_empty()
-                && now.duration_since(w.last_heard) > self.stuck_after;
-            if stuck {
-                progress::warn(&format!(
-                    "worker {} (pid {}) silent for {:?} with items in hand; killing it",
-                    w.worker,
-                    w.pid,
-                    now.duration_since(w.last_heard)
-                ));
+            let silent = now.duration_since(w.last_heard);
+            if w.process && !w.gone && self.queue.held_by(w.worker) > 0 && silent > self.stuck_after
+            {
                 self.log.line(&[
                     ("event", &"worker_stuck"),
                     ("worker", &w.worker),
                     ("pid", &w.pid),
                 ]);
-                kill(w.pid);
-                // Once per silence: the kill makes it go away.
+                let event = RunEvent::WorkerStuck {
+                    worker: w.worker,
+                    pid: w.pid,
+                    silent,
+                };
+                self.reporter.report_event(event);
                 w.last_heard = now;
+                stuck.push(w.pid);
             }
         }
+        stuck
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stopping
-    }
-
-    fn live(&self) -> usize {
-        self.live
+        self.queue.is_stopping()
     }
 
     /// Reports for every item, taken out of the collector: items nobody
-    /// reported are errors ("interrupted", or "no worker left"), so no item is
-    /// ever silently lost.
+    /// reported end as errors ("interrupted", or "no worker left"), so no item
+    /// is ever silently lost.
     pub fn take_results(&mut self) -> Collected {
-        let reason = if self.stopping {
-            "interrupted"
+        let reason = if self.queue.is_stopping() {
+            INTERRUPTED
         } else {
             "no worker left to fetch it"
         };
-        let mut lost: Vec<Item> = self.queue.drain(..).collect();
-        for w in self.workers.values_mut() {
-            lost.extend(std::mem::take(&mut w.outstanding).into_values());
-        }
-        self.outstanding = 0;
-        for item in lost {
+        for item in self.queue.take_unfinished() {
             if let Some(slot) = self.reports.get_mut(item.index as usize) {
-                slot.get_or_insert_with(|| ItemReport {
-                    index: item.index,
-                    name: item.name.clone(),
-                    status: Status::Error,
-                    http: None,
-                    bytes: 0,
-                    ms: 0,
-                    attempts: 0,
-                    reason: Some(reason.into()),
-                    blur_ms: None,
-                    worker: 0,
-                    thread: 0,
-                    etag: None,
-                    last_modified: None,
-                });
+                slot.get_or_insert_with(|| ItemReport::unfinished(&item, reason));
             }
         }
         Collected {
@@ -464,6 +375,9 @@ impl Collector {
     }
 }
 
+/// The reason of an item the run stopped before it finished.
+pub const INTERRUPTED: &str = "interrupted";
+
 /// Runs until every worker has gone. `reap` waits for a gone worker's process
 /// and tells how it ended, if there is a process to reap.
 pub fn drive(
@@ -471,7 +385,7 @@ pub fn drive(
     events: Receiver<Envelope>,
     mut reap: impl FnMut(u32) -> Option<String>,
 ) {
-    while lock(shared).live() > 0 {
+    while lock(shared).live > 0 {
         match events.recv_timeout(TICK) {
             Ok(Envelope::Event { worker, event }) => lock(shared).handle(worker, event),
             Ok(Envelope::Gone { worker }) => {
@@ -479,23 +393,18 @@ pub fn drive(
                 let exit = reap(worker);
                 lock(shared).settle_gone(worker, exit);
             }
-            Err(RecvTimeoutError::Timeout) => lock(shared).kill_stuck(),
+            Err(RecvTimeoutError::Timeout) => {
+                // Killed here, by this thread, which alone reaps: none of
+                // them can have been reaped since `stuck` saw it running.
+                let stuck = lock(shared).stuck();
+                for pid in stuck {
+                    super::reap::kill(pid);
+                }
+            }
             // Every sender is held by a worker or its forwarder, and each sends
             // `Gone` before dropping it, so this means every worker has gone.
             Err(RecvTimeoutError::Disconnected) => break,
         }
-    }
-}
-
-/// SIGKILL to a child process of ours.
-fn kill(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of our
-    // own children that has not been reaped yet (see `mark_gone`).
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
     }
 }
 
@@ -514,7 +423,6 @@ impl WorkerState {
             pid,
             process: false,
             tx: None,
-            outstanding: BTreeMap::new(),
             last_heard: Instant::now(),
             gone: true,
             tally: Tally { items, bytes },
@@ -526,99 +434,5 @@ impl WorkerState {
             }),
             exit: exit.map(str::to_string),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crossbeam_channel::unbounded;
-    use flagmaster_worker::protocol::Status;
-
-    use crate::progress::Display;
-
-    fn item(index: u32) -> Item {
-        Item {
-            index,
-            name: format!("N{index}"),
-            url: format!("http://127.0.0.1:1/N{index}.jpg"),
-            file: format!("N{index}.jpg"),
-            ext_from_type: false,
-            validators: None,
-        }
-    }
-
-    fn report(index: u32) -> ItemReport {
-        ItemReport {
-            index,
-            name: format!("N{index}"),
-            status: Status::Ok,
-            http: Some(200),
-            bytes: 10,
-            ms: 5,
-            attempts: 1,
-            reason: None,
-            blur_ms: None,
-            worker: 0,
-            thread: 0,
-            etag: None,
-            last_modified: None,
-        }
-    }
-
-    /// What a worker was told, if anything.
-    fn told(rx: &Receiver<Command>) -> Option<String> {
-        rx.try_recv().ok().map(|c| match c {
-            Command::Chunk(items) => format!(
-                "chunk {:?}",
-                items.iter().map(|i| i.index).collect::<Vec<_>>()
-            ),
-            other => format!("{other:?}"),
-        })
-    }
-
-    #[test]
-    fn parks_no_more_wants_than_items_that_could_come_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(LogFile::append(&dir.path().join("master.log")).unwrap());
-        let progress = Progress::new(Display::Silent, 2);
-        let mut c = Collector::new(
-            vec![item(0), item(1)],
-            Chunking::Fixed(1),
-            log,
-            Duration::from_secs(60),
-            progress,
-        );
-        let rx: Vec<Receiver<Command>> = (1..=3)
-            .map(|w| {
-                let (tx, rx) = unbounded();
-                c.add_worker(w, 100 + w, false, Some(Box::new(tx)));
-                rx
-            })
-            .collect();
-        let want = || Event::Want { thread: 0 };
-        c.handle(1, want());
-        c.handle(2, want());
-        assert_eq!(told(&rx[0]).as_deref(), Some("chunk [0]"));
-        assert_eq!(told(&rx[1]).as_deref(), Some("chunk [1]"));
-        // Two items out, one idle worker: it waits, as either item may come back.
-        c.handle(3, want());
-        assert_eq!(told(&rx[2]), None);
-        // Worker 2 is done with its item: one item is out, two workers idle.
-        c.handle(2, Event::Item(report(1)));
-        c.handle(2, want());
-        assert_eq!(
-            told(&rx[2]).as_deref(),
-            Some("Done"),
-            "the longest parked goes"
-        );
-        assert_eq!(told(&rx[1]), None);
-        // Worker 1 dies holding item 0: the worker still parked takes it.
-        c.mark_gone(1);
-        c.settle_gone(1, Some("signal: 9".into()));
-        assert_eq!(told(&rx[1]).as_deref(), Some("chunk [0]"));
-        c.handle(2, Event::Item(report(0)));
-        c.handle(2, want());
-        assert_eq!(told(&rx[1]).as_deref(), Some("Done"));
     }
 }

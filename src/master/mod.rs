@@ -1,72 +1,49 @@
-//! The master: chunking, running the workers of the chosen mode, collecting.
+//! The master: runs the worker loops of the chosen mode and collects.
 //!
-//! All three modes share the [`collect::Collector`] bookkeeping and the worker
-//! loop of `flagmaster_worker`; they differ only in who runs that loop and how
-//! its `Want`s and reports travel:
-//! - serial: the main thread runs it, its closures call the collector directly;
-//! - threads: N threads run it, over crossbeam channels ([`threads`]);
-//! - proc: N child processes run it, over ipc-channel ([`procs`]).
+//! Every mode hosts its loops with `flagmaster_worker::host` and feeds the
+//! same drive loop ([`collect::drive`]); they differ only in where the loops
+//! run and how their `Want`s and reports travel:
+//! - serial: one loop in this process ([`threads`] with one thread);
+//! - threads: N loops in this process, over crossbeam channels ([`threads`]);
+//! - proc: N child processes of T loops each, over ipc-channel ([`procs`]).
+//!
+//! [`queue`] hands out chunks and decides who waits; [`collect`] folds events
+//! into results and passes them to the reporter; [`reap`] controls processes.
 
 pub mod collect;
 pub mod procs;
+pub mod queue;
+pub mod reap;
 pub mod threads;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
-use flagmaster_worker::fetch::{Fetcher, WorkerId};
+use flagmaster_worker::fetch::Fetcher;
 use flagmaster_worker::log::{worker_log_name, LogFile};
 use flagmaster_worker::polite::Region;
-use flagmaster_worker::run_loop;
 
 use crate::cli::Mode;
-use crate::config::RunConfig;
 use crate::error::Error;
-use collect::{lock, Shared};
+use crate::plan::Plan;
+use collect::Shared;
 
-/// Runs every item held by `collector` through the workers of `config.mode`,
+/// Runs every item held by `collector` through the workers of `plan.mode`,
 /// all of them held to the caps of `polite` when there are any.
-pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
-    match config.mode {
-        Mode::Serial => serial(config, collector, polite),
-        Mode::Threads => threads::run(config, collector, polite),
-        Mode::Proc => procs::run(config, collector, polite),
+pub fn run(plan: &Plan, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
+    match plan.mode {
+        Mode::Serial | Mode::Threads => threads::run(plan, &local_fetcher(plan, polite), collector),
+        Mode::Proc => procs::run(plan, collector, polite),
     }
 }
 
-/// The fetcher of a mode that runs in this process.
-fn local_fetcher(config: &RunConfig, polite: Option<&Region>) -> Fetcher {
-    let fetcher = Fetcher::new(config.fetch.clone(), config.dest.clone());
+/// The fetcher of loops that run in this process.
+fn local_fetcher(plan: &Plan, polite: Option<&Region>) -> Fetcher {
+    let fetcher = Fetcher::new(plan.fetch.clone(), plan.dest.clone());
     match polite {
         Some(region) => fetcher.with_gate(Arc::clone(&region.gate)),
         None => fetcher,
     }
-}
-
-fn serial(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
-    let worker = 1;
-    let who = WorkerId {
-        worker,
-        pid: std::process::id(),
-        thread: 0,
-    };
-    let log = open_worker_log(&config.log_dir, worker)?;
-    let fetcher = local_fetcher(config, polite);
-    lock(collector).add_worker(worker, who.pid, false, None);
-    let started = Instant::now();
-    let tally = run_loop(
-        &fetcher,
-        &who,
-        &log,
-        || lock(collector).take_chunk(worker),
-        |report| {
-            lock(collector).record(report);
-            true
-        },
-    );
-    lock(collector).finished(worker, tally.summary(started.elapsed().as_secs_f64()));
-    Ok(())
 }
 
 /// Path of worker `n`'s log.

@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command as Process, ExitStatus, Stdio};
+use std::process::{Child, Command as Process, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,14 +29,14 @@ use flagmaster_worker::protocol::{Command, Event, Hello, WorkerSetup};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
 
 use super::collect::{drive, lock, Envelope, Shared};
+use super::reap::{describe, kill_all, reap};
 use super::worker_log_path;
-use crate::config::RunConfig;
 use crate::error::Error;
+use crate::plan::Plan;
+use crate::report::progress::RunEvent;
 
 /// How long all workers together may take to start and say hello.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(20);
-/// How long a worker whose channel closed may take to exit before it is killed.
-const REAP_DEADLINE: Duration = Duration::from_secs(2);
 
 type Accepted = Result<(IpcReceiver<Event>, Event), ipc_channel::IpcError>;
 
@@ -45,14 +45,14 @@ struct Pending {
     server_name: String,
 }
 
-pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
+pub fn run(plan: &Plan, collector: &Shared, polite: Option<&Region>) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
     let (accepted_tx, accepted) = unbounded::<(u32, Accepted)>();
     let (events_tx, events) = unbounded::<Envelope>();
-    let cpus = if config.pin {
+    let cpus = if plan.pin {
         allowed_cpus().unwrap_or_else(|e| {
-            crate::progress::warn(&format!(
+            crate::report::progress::warn(&format!(
                 "--pin: cannot read the CPUs this process may use ({e}); workers run unpinned"
             ));
             Vec::new()
@@ -61,7 +61,7 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
         Vec::new()
     };
     let mut hs = Handshakes {
-        config,
+        plan,
         collector,
         polite,
         cpus,
@@ -69,8 +69,8 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
         pending: Vec::new(),
         children: Vec::new(),
     };
-    for worker in 1..=config.procs {
-        match spawn(&exe, config, worker, &accepted_tx) {
+    for worker in 1..=plan.procs {
+        match spawn(&exe, plan, worker, &accepted_tx) {
             Ok(p) => {
                 collector_log(collector, "spawn", worker, p.child.id());
                 hs.pending.push((worker, p));
@@ -126,8 +126,8 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
     if children.is_empty() {
         return Err(Error::Spawn(format!(
             "none of the {} worker processes completed the handshake (see {})",
-            config.procs,
-            config.log_dir.display()
+            plan.procs,
+            plan.log_dir.display()
         )));
     }
 
@@ -154,7 +154,7 @@ pub fn run(config: &RunConfig, collector: &Shared, polite: Option<&Region>) -> R
 
 /// Workers spawned and not yet set up, and those set up.
 struct Handshakes<'a> {
-    config: &'a RunConfig,
+    plan: &'a Plan,
     collector: &'a Shared,
     polite: Option<&'a Region>,
     /// The CPUs to pin the workers to in turn (`--pin`); empty: no pinning.
@@ -176,7 +176,7 @@ impl Handshakes<'_> {
             Ok((receiver, Event::Hello(hello))) if hello.worker == worker => {
                 let cpu = cpu_for(worker, &self.cpus);
                 if greet(
-                    self.config,
+                    self.plan,
                     collector,
                     hello,
                     receiver,
@@ -199,13 +199,13 @@ impl Handshakes<'_> {
 /// message is never lost), and a helper thread accepting its connection.
 fn spawn(
     exe: &std::path::Path,
-    config: &RunConfig,
+    plan: &Plan,
     worker: u32,
     accepted: &Sender<(u32, Accepted)>,
 ) -> Result<Pending, Error> {
     let (server, server_name) = IpcOneShotServer::<Event>::new()
         .map_err(|e| Error::Spawn(format!("cannot create an IPC server: {e}")))?;
-    let log_path = worker_log_path(&config.log_dir, worker);
+    let log_path = worker_log_path(&plan.log_dir, worker);
     let stderr = File::options()
         .create(true)
         .append(true)
@@ -242,7 +242,7 @@ fn spawn(
 /// Sends the worker its setup and starts forwarding its events. False if the
 /// worker could not be reached.
 fn greet(
-    config: &RunConfig,
+    plan: &Plan,
     collector: &Shared,
     hello: Hello,
     receiver: IpcReceiver<Event>,
@@ -255,16 +255,16 @@ fn greet(
         let mut collector = lock(collector);
         let tx = Box::new(hello.commands.clone());
         collector.add_worker(worker, hello.pid, true, Some(tx));
-        (0..config.threads)
+        (0..plan.threads)
             .map_while(|_| collector.take_chunk(worker))
             .collect()
     };
     let setup = Box::new(WorkerSetup {
         worker,
-        threads: config.threads,
-        dest: config.dest.clone(),
-        log: worker_log_path(&config.log_dir, worker),
-        fetch: config.fetch.clone(),
+        threads: plan.threads,
+        dest: plan.dest.clone(),
+        log: worker_log_path(&plan.log_dir, worker),
+        fetch: plan.fetch.clone(),
         polite: polite.map(|r| r.path().to_path_buf()),
         cpu,
         first_chunks,
@@ -303,171 +303,16 @@ fn collector_log(collector: &Shared, event: &str, worker: u32, pid: u32) {
 fn handshake_failed(collector: &Shared, worker: u32, child: &mut Child, why: &str) {
     let _ = child.kill();
     let status = describe(reap(child));
-    crate::progress::warn(&format!(
-        "worker {worker} (pid {}) failed to start: {why} ({status})",
-        child.id()
-    ));
-    lock(collector).log().line(&[
+    let mut collector = lock(collector);
+    collector.report(RunEvent::NotStarted {
+        worker,
+        why: format!("(pid {}) failed to start: {why} ({status})", child.id()),
+    });
+    collector.log().line(&[
         ("event", &"handshake_failed"),
         ("worker", &worker),
         ("pid", &child.id()),
         ("why", &why),
         ("exit", &status),
     ]);
-}
-
-/// Waits up to [`REAP_DEADLINE`] for `child` to exit, then kills it.
-///
-/// A worker's channel closes while its process is still exiting, so the
-/// first look usually finds it running, and the last worker's exit is the end
-/// of the run: the wait ends the moment the child exits (see [`ExitWatch`]).
-fn reap(child: &mut Child) -> std::io::Result<ExitStatus> {
-    let watch = ExitWatch::new(child);
-    reap_with(child, watch, REAP_DEADLINE)
-}
-
-fn reap_with(
-    child: &mut Child,
-    mut watch: ExitWatch,
-    patience: Duration,
-) -> std::io::Result<ExitStatus> {
-    let deadline = Instant::now() + patience;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            return child.wait();
-        }
-        watch.wait(deadline);
-    }
-}
-
-/// Waits for a child process to exit without reaping it.
-///
-/// On Linux it polls a pidfd, which becomes readable the moment the child
-/// exits. Elsewhere, or where pidfds are refused (kernels before 5.3, some
-/// sandboxes), it pauses, starting at 50 µs and doubling up to 5 ms: the
-/// master used to pause a fixed 5 ms, which made every proc run that much
-/// longer, and the doubling pauses still left a worker unreaped for a median
-/// of 0.18 ms (up to 1.8 ms) after it had exited.
-struct ExitWatch {
-    #[cfg(target_os = "linux")]
-    pidfd: Option<std::os::fd::OwnedFd>,
-    pause: Duration,
-}
-
-impl ExitWatch {
-    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
-    fn new(child: &Child) -> ExitWatch {
-        ExitWatch {
-            #[cfg(target_os = "linux")]
-            pidfd: pidfd_open(child.id()),
-            ..ExitWatch::pausing()
-        }
-    }
-
-    /// Without a pidfd: pauses only.
-    fn pausing() -> ExitWatch {
-        ExitWatch {
-            #[cfg(target_os = "linux")]
-            pidfd: None,
-            pause: Duration::from_micros(50),
-        }
-    }
-
-    /// Returns when the child may have exited, or at `deadline` at the latest.
-    fn wait(&mut self, deadline: Instant) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        #[cfg(target_os = "linux")]
-        if let Some(fd) = &self.pidfd {
-            use std::os::fd::AsRawFd;
-            let mut poll = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // Rounded up: a timeout of 0 would spin until the deadline.
-            let ms = libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-            // SAFETY: one valid pollfd, for the duration of the call.
-            if unsafe { libc::poll(&mut poll, 1, ms) } >= 0 {
-                return;
-            }
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                return;
-            }
-            self.pidfd = None;
-        }
-        thread::sleep(self.pause.min(left));
-        self.pause = (self.pause * 2).min(Duration::from_millis(5));
-    }
-}
-
-/// A pidfd for our own unreaped child `pid`; None where the kernel refuses.
-#[cfg(target_os = "linux")]
-fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
-    // or -1; the pid is our child, not yet reaped, so it cannot name another
-    // process.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    let fd = libc::c_int::try_from(fd).ok().filter(|&fd| fd >= 0)?;
-    // SAFETY: `fd` was just returned to us and is owned by nobody else.
-    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-fn describe(status: std::io::Result<ExitStatus>) -> String {
-    match status {
-        Ok(status) => status.to_string(),
-        Err(e) => format!("unknown ({e})"),
-    }
-}
-
-fn kill_all(children: impl Iterator<Item = Child>) {
-    for mut child in children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::process::ExitStatusExt;
-
-    fn shell(script: &str) -> Child {
-        Process::new("sh").args(["-c", script]).spawn().unwrap()
-    }
-
-    /// A pidfd watch (`watched`) or pauses only.
-    fn watch_for(child: &Child, watched: bool) -> ExitWatch {
-        if watched {
-            ExitWatch::new(child)
-        } else {
-            ExitWatch::pausing()
-        }
-    }
-
-    #[test]
-    fn a_child_is_reaped_with_its_status_whether_watched_or_paused_for() {
-        for watched in [true, false] {
-            let mut child = shell("sleep 0.05; exit 3");
-            let watch = watch_for(&child, watched);
-            #[cfg(target_os = "linux")]
-            assert_eq!(watch.pidfd.is_some(), watched);
-            let status = reap_with(&mut child, watch, Duration::from_secs(10)).unwrap();
-            assert_eq!(status.code(), Some(3), "watched: {watched}");
-        }
-    }
-
-    #[test]
-    fn a_child_that_does_not_exit_in_time_is_killed() {
-        for watched in [true, false] {
-            let mut child = shell("sleep 30");
-            let watch = watch_for(&child, watched);
-            let status = reap_with(&mut child, watch, Duration::from_millis(100)).unwrap();
-            assert_eq!(status.signal(), Some(libc::SIGKILL), "watched: {watched}");
-        }
-    }
 }

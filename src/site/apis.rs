@@ -28,7 +28,7 @@ use percent_encoding::utf8_percent_encode;
 use serde_json::{json, Value};
 
 use super::Shared;
-use crate::list::SEGMENT;
+use crate::input::list::SEGMENT;
 
 /// Fluent Python's `POP20_CC`, with the names of the same countries in our list.
 pub const POP20: [(&str, &str); 20] = [
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn pop20_names_are_in_the_builtin_list() {
-        let names = crate::list::parse(crate::list::BUILTIN).names;
+        let names = crate::input::list::parse(crate::input::list::BUILTIN).names;
         for (_, name) in POP20 {
             assert!(names.iter().any(|n| n == name), "{name}");
         }

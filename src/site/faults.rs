@@ -260,12 +260,12 @@ pub(super) async fn respond(fault: Fault, req: Faulty<'_>) -> Response {
         Fault::Huge => huge(),
         Fault::GzipBomb => gzip_bomb().await,
         Fault::Redirect => {
-            let target = crate::list::item_url(FLAGS_PATH, req.flag);
+            let target = crate::input::list::item_url(FLAGS_PATH, req.flag);
             redirect(format!("{target}?{REDIRECTED_QUERY}"))
         }
-        Fault::RedirectLoop => redirect(crate::list::item_url(FLAGS_PATH, req.requested)),
+        Fault::RedirectLoop => redirect(crate::input::list::item_url(FLAGS_PATH, req.requested)),
         Fault::LongBody | Fault::BadChunked => {
-            let path = crate::list::item_url(FLAGS_PATH, req.requested);
+            let path = crate::input::list::item_url(FLAGS_PATH, req.requested);
             let target = format!("http://{}{path}", req.wire);
             (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response()
         }

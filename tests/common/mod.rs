@@ -162,7 +162,7 @@ impl Work {
         for entry in entries {
             let entry = entry.expect("dir entry");
             let name = entry.file_name().into_string().expect("UTF-8 name");
-            if name == flagmaster::rerun::SIDECAR {
+            if name == flagmaster::input::rerun::SIDECAR {
                 continue;
             }
             files.insert(name, fs::read(entry.path()).expect("read file"));
@@ -287,7 +287,7 @@ pub fn signal(signal: &str, pid: impl std::fmt::Display) {
 
 /// The first `n` names of the built-in list.
 pub fn flag_names(n: usize) -> Vec<String> {
-    flagmaster::list::parse(flagmaster::list::BUILTIN)
+    flagmaster::input::list::parse(flagmaster::input::list::BUILTIN)
         .names
         .into_iter()
         .take(n)

@@ -9,7 +9,6 @@
 //! the master disappears the pump notices at once and the process exits, so a
 //! killed master leaves no orphan workers behind.
 
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -18,10 +17,11 @@ use std::time::Instant;
 use ipc_channel::ipc::{self, IpcSender};
 
 use crate::fetch::{Fetcher, WorkerId};
+use crate::host::{self, Loop, LoopEnd, Transport};
 use crate::log::LogFile;
 use crate::polite::Gate;
-use crate::protocol::{Command, Event, Hello, ItemReport};
-use crate::{run_loop, Tally};
+use crate::protocol::{Command, Event, Hello, Item, ItemReport};
+use crate::Tally;
 
 /// Name of the hidden subcommand that turns the binary into a worker.
 pub const SUBCOMMAND: &str = "__worker";
@@ -152,8 +152,8 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
             .map_err(ChildError::Thread)?;
     }
 
-    let mut first_chunks = setup.first_chunks.into_iter();
-    let (reports_tx, reports) = crossbeam_channel::unbounded::<ItemReport>();
+    // `None` closes the channel: the loops' threads never drop their senders.
+    let (reports_tx, reports) = crossbeam_channel::unbounded::<Option<ItemReport>>();
     // One thread sends the reports of all the others, as many as have piled
     // up in one message: when items are small and fast, that is a fraction of
     // the send/receive syscalls and master wake-ups of one message per item;
@@ -163,80 +163,110 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
         thread::Builder::new()
             .name(format!("report-{worker:02}"))
             .spawn(move || {
-                while let Ok(first) = reports.recv() {
+                while let Ok(Some(first)) = reports.recv() {
                     let mut batch = vec![first];
-                    batch.extend(reports.try_iter().take(MAX_BATCH - 1));
-                    if events.send(Event::Items(batch)).is_err() {
+                    let mut closing = false;
+                    for next in reports.try_iter().take(MAX_BATCH - 1) {
+                        match next {
+                            Some(report) => batch.push(report),
+                            None => {
+                                closing = true;
+                                break;
+                            }
+                        }
+                    }
+                    if events.send(Event::Items(batch)).is_err() || closing {
                         return;
                     }
                 }
             })
             .map_err(ChildError::Thread)?
     };
-    // Each worker thread sends its outcome here and then ends itself (see
-    // `end_thread`) instead of being joined.
-    let (done_tx, done) = crossbeam_channel::unbounded::<thread::Result<Tally>>();
+    let (done_tx, done) = crossbeam_channel::unbounded::<LoopEnd>();
+    let transport = Arc::new(IpcTransport {
+        events: events.clone(),
+        answers,
+        reports: reports_tx,
+        done: done_tx,
+        reported: AtomicU32::new(0),
+        panic_after,
+    });
     let log = Arc::new(log);
-    let reported = Arc::new(AtomicU32::new(0));
-    for thread in 0..setup.threads {
-        let mut first = first_chunks.next();
-        let (events, reports_tx, done_tx) = (events.clone(), reports_tx.clone(), done_tx.clone());
-        let (answers, fetcher) = (answers.clone(), fetcher.for_thread());
-        let (log, reported) = (Arc::clone(&log), Arc::clone(&reported));
-        let work = move || {
-            let who = WorkerId {
+    let mut first_chunks = setup.first_chunks.into_iter();
+    let loops = (0..setup.threads)
+        .map(|thread| Loop {
+            who: WorkerId {
                 worker,
                 pid,
                 thread,
-            };
-            let next_chunk = || {
-                if let Some(chunk) = first.take() {
-                    return Some(chunk);
-                }
-                events.send(Event::Want { thread }).ok()?;
-                match answers.recv() {
-                    Ok(Command::Chunk(items)) => Some(items),
-                    _ => None,
-                }
-            };
-            let report = |r| {
-                let sent = reports_tx.send(r).is_ok();
-                let n = reported.fetch_add(1, Ordering::SeqCst) + 1;
-                if Some(n) == panic_after {
-                    panic!("injected panic after {n} items");
-                }
-                sent
-            };
-            // A panic's message is already on stderr, which is our log file.
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                run_loop(&fetcher, &who, &log, next_chunk, report)
-            }));
-            // The reporter ends, and `done` below, once every worker thread
-            // has dropped its sender.
-            drop(reports_tx);
-            let _ = done_tx.send(outcome);
-            drop(done_tx);
-            crate::end_thread()
-        };
-        thread::Builder::new()
-            .name(format!("worker-{worker:02}-{thread}"))
-            .spawn(work)
-            .map_err(ChildError::Thread)?;
+            },
+            log: Arc::clone(&log),
+            first: first_chunks.next(),
+        })
+        .collect();
+    for (_, spawned) in host::spawn(&fetcher, loops, &transport, |who| {
+        format!("worker-{worker:02}-{}", who.thread)
+    }) {
+        // Without `Finished` the master hands our unfinished items to others.
+        spawned.map_err(ChildError::Thread)?;
     }
-    drop((reports_tx, done_tx));
-    let results: Vec<thread::Result<Tally>> = done.iter().collect();
-    // Everything reported has been sent once the reporter ends.
+    let ends: Vec<LoopEnd> = done.iter().take(setup.threads as usize).collect();
+    // Every loop has ended: the reporter ends once it has sent what is left.
+    transport.close_reports();
     let _ = reporter.join();
     // From here on the master may close our channel at any moment (it does
     // once we finish or fail); that is no reason for the pump to cry foul.
     finishing.store(true, Ordering::SeqCst);
     let mut tally = Tally::default();
-    for result in results {
-        // Without `Finished` the master hands our unfinished items to others.
-        tally += result.map_err(|_| ChildError::Panicked)?;
+    for end in ends {
+        tally += end.tally.ok_or(ChildError::Panicked)?;
     }
     let mut summary = tally.summary(started.elapsed().as_secs_f64());
     summary.peak_rss_kb = crate::peak_rss_kb();
     events.send(Event::Finished(summary))?;
     Ok(())
+}
+
+/// The loops' side of a worker process's channels: `Want`s go straight to
+/// the master, answers come through the pump, reports through the batching
+/// reporter.
+struct IpcTransport {
+    events: IpcSender<Event>,
+    answers: crossbeam_channel::Receiver<Command>,
+    reports: crossbeam_channel::Sender<Option<ItemReport>>,
+    done: crossbeam_channel::Sender<LoopEnd>,
+    reported: AtomicU32,
+    panic_after: Option<u32>,
+}
+
+impl IpcTransport {
+    /// Lets the reporter end once it has sent every report before this.
+    fn close_reports(&self) {
+        let _ = self.reports.send(None);
+    }
+}
+
+impl Transport for IpcTransport {
+    fn want(&self, who: &WorkerId) -> Option<Vec<Item>> {
+        self.events.send(Event::Want { thread: who.thread }).ok()?;
+        // Every `Want` gets exactly one answer, so it does not matter which
+        // idle loop takes which.
+        match self.answers.recv() {
+            Ok(Command::Chunk(items)) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn report(&self, _who: &WorkerId, report: ItemReport) -> bool {
+        let sent = self.reports.send(Some(report)).is_ok();
+        let n = self.reported.fetch_add(1, Ordering::SeqCst) + 1;
+        if Some(n) == self.panic_after {
+            panic!("injected panic after {n} items");
+        }
+        sent
+    }
+
+    fn ended(&self, _who: &WorkerId, end: LoopEnd) {
+        let _ = self.done.send(end);
+    }
 }

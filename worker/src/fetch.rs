@@ -85,6 +85,8 @@ struct Attempt {
     seen: Validators,
     /// Time spent in the blur stage, when it ran.
     blur_ms: Option<u64>,
+    /// The body's size, when the blur stage rewrote what was saved.
+    fetched: Option<u64>,
 }
 
 impl Attempt {
@@ -98,6 +100,7 @@ impl Attempt {
             retry_after: None,
             seen: Validators::default(),
             blur_ms: None,
+            fetched: None,
         }
     }
 }
@@ -237,6 +240,7 @@ impl Fetcher {
                     attempts: attempt_no,
                     reason: attempt.reason,
                     blur_ms: attempt.blur_ms,
+                    fetched: attempt.fetched,
                     worker: who.worker,
                     thread: who.thread,
                     etag: attempt.seen.etag,
@@ -296,6 +300,7 @@ impl Fetcher {
                 retry_after: None,
                 seen,
                 blur_ms: None,
+                fetched: None,
             };
         }
         let content_type = response
@@ -373,6 +378,7 @@ impl Fetcher {
                 retry_after: None,
                 seen: Validators::default(),
                 blur_ms: None,
+                fetched: None,
             };
         }
         let transient = code == 408 || code == 429 || (500..600).contains(&code);
@@ -397,6 +403,7 @@ impl Fetcher {
             retry_after: None,
             seen,
             blur_ms: None,
+            fetched: None,
         };
         let Some(sigma) = self.settings.blur else {
             return ok;
@@ -414,6 +421,7 @@ impl Fetcher {
                     blurred.bytes
                 },
                 blur_ms,
+                fetched: Some(bytes),
                 ..ok
             },
             Err(e) => {

@@ -2,15 +2,16 @@
 //! ([`fetch`], [`save`]), logging it ([`log`]), the messages it exchanges with
 //! the master ([`protocol`]), and the entry point of a worker process ([`child`]).
 //!
-//! The worker loop, [`run_loop`], is the same in every mode. A mode only
-//! decides who calls it and what its two closures do: in serial mode they
-//! touch the master's queue and statistics directly, in threads mode they send
-//! over crossbeam channels, in proc mode over ipc-channel.
+//! The worker loop, [`run_loop`], is the same in every mode, and so is the
+//! code that hosts its threads ([`host`]). A mode only supplies the
+//! transport: crossbeam channels to the master in serial and threads mode,
+//! ipc-channel from a worker process.
 
 pub mod affinity;
 pub mod blur;
 pub mod child;
 pub mod fetch;
+pub mod host;
 pub mod log;
 pub mod polite;
 pub mod protocol;

@@ -86,6 +86,10 @@ pub struct ItemReport {
     /// CPU milliseconds the worker thread spent decoding, blurring,
     /// re-encoding and writing the image (`--blur`), when that stage ran.
     pub blur_ms: Option<u64>,
+    /// The body's size as downloaded, when the blur stage wrote a file of
+    /// another size (`bytes`); `None` when the two are the same.
+    #[serde(default)]
+    pub fetched: Option<u64>,
     /// The worker (1-based) and the thread inside it (0-based) that handled it.
     pub worker: u32,
     pub thread: u32,
@@ -93,6 +97,29 @@ pub struct ItemReport {
     /// the master records for the next conditional re-run.
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+}
+
+impl ItemReport {
+    /// The report of an item that no worker finished: an ERROR with `reason`,
+    /// no attempt, no worker.
+    pub fn unfinished(item: &Item, reason: &str) -> ItemReport {
+        ItemReport {
+            index: item.index,
+            name: item.name.clone(),
+            status: Status::Error,
+            http: None,
+            bytes: 0,
+            ms: 0,
+            attempts: 0,
+            reason: Some(reason.into()),
+            blur_ms: None,
+            fetched: None,
+            worker: 0,
+            thread: 0,
+            etag: None,
+            last_modified: None,
+        }
+    }
 }
 
 /// A worker's own summary, sent once when it has no more work.
@@ -116,10 +143,8 @@ pub enum Event {
     /// A thread of this worker is idle and wants a chunk. Every `Want` is
     /// answered by exactly one `Chunk` or `Done`.
     Want { thread: u32 },
-    /// One item is finished (threads mode).
-    Item(ItemReport),
-    /// Several items are finished, in the order they finished (proc mode:
-    /// a worker process batches the reports of its threads).
+    /// Items are finished, in the order they finished: one at a time from a
+    /// loop in the master, batched by a worker process's reporter thread.
     Items(Vec<ItemReport>),
     /// The worker has stopped asking for work; nothing follows.
     Finished(WorkerSummary),

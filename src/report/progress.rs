@@ -1,9 +1,9 @@
-//! What the user sees while a run is going: an indicatif progress bar on a
-//! terminal, one line per item with `--verbose`, or nothing.
+//! The reporter: what the user sees while a run is going. An indicatif
+//! progress bar on a terminal, one line per item with `--verbose`, or
+//! nothing; and warnings when a worker is lost, stuck or does not start.
 //!
-//! It is fed by the collector, which sees every item report in every mode
-//! (directly in serial mode, over crossbeam in threads mode, over ipc-channel
-//! in proc mode), so the bar moves the same way whoever fetched the item.
+//! The collector produces [`RunEvent`]s and the reporter consumes them, the
+//! same in every mode, so the bar moves the same way whoever fetched the item.
 //! Worker processes write to their own log files, never to the terminal; the
 //! master's own warnings go through [`warn`], which clears the bar, prints and
 //! redraws it, so the two never garble each other.
@@ -59,14 +59,36 @@ struct Tallies {
     bytes: u64,
 }
 
-pub struct Progress {
+/// What happened during a run, as the reporter hears of it.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// An item ended.
+    Item(&'a ItemReport),
+    /// A worker ended without finishing; what it held went to the others.
+    WorkerLost {
+        worker: u32,
+        pid: u32,
+        exit: &'a str,
+        handed_on: usize,
+    },
+    /// A worker process held items and said nothing for too long: killed.
+    WorkerStuck {
+        worker: u32,
+        pid: u32,
+        silent: Duration,
+    },
+    /// A worker could not be started; the run goes on with the others.
+    NotStarted { worker: u32, why: String },
+}
+
+pub struct Reporter {
     display: Display,
     bar: Option<ProgressBar>,
     tallies: Tallies,
 }
 
-impl Progress {
-    pub fn new(display: Display, items: usize) -> Progress {
+impl Reporter {
+    pub fn new(display: Display, items: usize) -> Reporter {
         let bar = (display == Display::Bar).then(|| {
             let bar = ProgressBar::with_draw_target(
                 Some(items as u64),
@@ -84,17 +106,39 @@ impl Progress {
             let _ = BAR.set(bar.clone());
             bar
         });
-        let progress = Progress {
+        let reporter = Reporter {
             display,
             bar,
             tallies: Tallies::default(),
         };
-        progress.refresh();
-        progress
+        reporter.refresh();
+        reporter
     }
 
-    /// One item is finished.
-    pub fn item(&mut self, report: &ItemReport) {
+    pub fn report_event(&mut self, event: RunEvent) {
+        match event {
+            RunEvent::Item(report) => self.item(report),
+            RunEvent::WorkerLost {
+                worker,
+                pid,
+                exit,
+                handed_on,
+            } => warn(&format!(
+                "worker {worker} (pid {pid}) ended without finishing ({exit}); \
+                 {handed_on} unfinished items handed to other workers"
+            )),
+            RunEvent::WorkerStuck {
+                worker,
+                pid,
+                silent,
+            } => warn(&format!(
+                "worker {worker} (pid {pid}) silent for {silent:?} with items in hand; killing it"
+            )),
+            RunEvent::NotStarted { worker, why } => warn(&format!("worker {worker} {why}")),
+        }
+    }
+
+    fn item(&mut self, report: &ItemReport) {
         match report.status {
             Status::Ok => self.tallies.ok += 1,
             Status::Skipped => self.tallies.skipped += 1,
@@ -199,6 +243,7 @@ mod tests {
             worker: 3,
             thread: 1,
             blur_ms: None,
+            fetched: None,
         }
     }
 

@@ -32,6 +32,7 @@ mod tests {
             not_found,
             error,
             skipped: 0,
+            interrupted: 0,
         };
         assert_eq!(for_counts(&c(3, 0, 0)), OK);
         assert_eq!(for_counts(&c(3, 1, 0)), SOME_FAILED);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::finale::Finale;
 use crate::master::collect::lock;
-use crate::Finale;
 
 /// How long items in flight get after the first signal.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -29,7 +29,9 @@ pub fn watch(finale: Arc<Finale>) -> std::io::Result<()> {
             if signals.forever().next().is_none() {
                 return;
             }
-            crate::progress::warn("interrupted; stopping (press Ctrl-C again to quit at once)");
+            crate::report::progress::warn(
+                "interrupted; stopping (press Ctrl-C again to quit at once)",
+            );
             flagmaster_worker::request_stop();
             lock(&finale.collector).interrupt();
             let deadline = Instant::now() + GRACE;

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::cli::MergeArgs;
 use crate::error::Error;
-use crate::exit;
+use crate::report::exit;
 use crate::report::{self, Counts, RunReport, ShardInfo};
 
 /// One merged report, as read from its file.
@@ -306,8 +306,8 @@ impl MergedReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::shard::{Shard, ShardSource};
     use crate::report::RunInfo;
-    use crate::shard::{Shard, ShardSource};
     use flagmaster_worker::protocol::Status;
 
     fn part(
@@ -333,6 +333,7 @@ mod tests {
                 worker: 1,
                 thread: 0,
                 blur_ms: None,
+                fetched: None,
             })
             .collect();
         let mut counts = Counts::default();
@@ -403,6 +404,7 @@ mod tests {
                 not_found: 1,
                 error: 0,
                 skipped: 0,
+                interrupted: 0,
             }
         );
         assert_eq!(merged.elapsed_secs, 2.5);

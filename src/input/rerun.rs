@@ -217,6 +217,7 @@ pub fn skip_existing(items: Vec<Item>, dest: &Path) -> (Vec<Item>, Vec<ItemRepor
             etag: None,
             last_modified: None,
             blur_ms: None,
+            fetched: None,
         })
         .collect();
     (to_fetch, skipped)
@@ -471,6 +472,7 @@ mod tests {
             etag: etag.map(str::to_string),
             last_modified: None,
             blur_ms: None,
+            fetched: None,
         }
     }
 

@@ -7,8 +7,12 @@ use std::ops::AddAssign;
 use flagmaster_worker::protocol::{ItemReport, Status};
 use serde::{Deserialize, Serialize};
 
-use crate::master::collect::Collected;
-use crate::shard::Shard;
+pub mod exit;
+pub mod merge;
+pub mod progress;
+
+use crate::input::shard::Shard;
+use crate::master::collect::{Collected, INTERRUPTED};
 
 /// How many failed items the text report lists before pointing at the logs.
 const MAX_LISTED_FAILURES: usize = 50;
@@ -23,6 +27,9 @@ pub struct Counts {
     pub error: usize,
     /// Not downloaded because the file was already there (a success).
     pub skipped: usize,
+    /// Not finished because the run was interrupted (Ctrl-C): not failures,
+    /// a run again completes them.
+    pub interrupted: usize,
 }
 
 impl AddAssign for Counts {
@@ -33,11 +40,13 @@ impl AddAssign for Counts {
             not_found,
             error,
             skipped,
+            interrupted,
         } = other;
         self.ok += ok;
         self.not_found += not_found;
         self.error += error;
         self.skipped += skipped;
+        self.interrupted += interrupted;
     }
 }
 
@@ -104,11 +113,15 @@ pub struct RunReport {
     /// Bytes saved to disk: the sum of the sizes of the files written (skipped
     /// files count 0: they were not downloaded).
     pub bytes: u64,
+    /// Bytes downloaded, when the blur stage made them differ from `bytes`
+    /// (`--blur`); `None` when they are the same.
+    #[serde(default)]
+    pub bytes_fetched: Option<u64>,
     pub elapsed_secs: f64,
     /// CPU seconds the workers spent in the blur stage (`--blur`), summed over
     /// items; `None` without `--blur`.
     pub blur_secs: Option<f64>,
-    /// The run was interrupted; unfinished items count as errors ("interrupted").
+    /// The run was interrupted; unfinished items count as `interrupted`.
     pub interrupted: bool,
     /// Peak resident memory of the master process in KiB (the workers' are in
     /// their rows).
@@ -127,10 +140,13 @@ impl RunReport {
     ) -> RunReport {
         let mut counts = Counts::default();
         let mut bytes = 0;
+        let mut fetched = 0;
         for r in &collected.reports {
+            fetched += r.fetched.unwrap_or(r.bytes);
             match r.status {
                 Status::Ok => counts.ok += 1,
                 Status::NotFound => counts.not_found += 1,
+                Status::Error if is_interrupted(r) => counts.interrupted += 1,
                 Status::Error => counts.error += 1,
                 Status::Skipped => counts.skipped += 1,
             }
@@ -163,6 +179,7 @@ impl RunReport {
             items: collected.reports.len(),
             counts,
             bytes,
+            bytes_fetched: blur_secs.map(|_| fetched),
             elapsed_secs,
             blur_secs,
             interrupted,
@@ -212,15 +229,7 @@ impl RunReport {
             &format!("see {}", self.info.log_dir),
         );
         if self.interrupted {
-            let unfinished = self
-                .results
-                .iter()
-                .filter(|r| r.reason.as_deref() == Some("interrupted"))
-                .count();
-            let _ = writeln!(
-                out,
-                "Interrupted: {unfinished} items not finished (counted as errors); run again to complete"
-            );
+            write_interrupted(&mut out, &self.results);
         }
         if let Some(info) = &self.info.shard {
             let _ = writeln!(out, "{}", shard_line(info, self.items));
@@ -236,7 +245,11 @@ impl RunReport {
                 "{blurred} images blurred, {secs:.3} CPU s of blurring in the workers"
             );
         }
-        write_totals(&mut out, &self.counts, self.elapsed_secs, self.bytes);
+        if self.bytes_fetched.is_some() {
+            let _ = writeln!(out, "{} bytes written", self.bytes);
+        }
+        let fetched = self.bytes_fetched.unwrap_or(self.bytes);
+        write_totals(&mut out, &self.counts, self.elapsed_secs, fetched);
         out
     }
 
@@ -244,6 +257,43 @@ impl RunReport {
         // Serializing plain structs of strings and numbers cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
+}
+
+/// Whether an item ended because the run was interrupted, not by a failure.
+pub fn is_interrupted(r: &ItemReport) -> bool {
+    r.status == Status::Error && r.reason.as_deref() == Some(INTERRUPTED)
+}
+
+/// How many unfinished items an interrupted run's report names.
+const MAX_LISTED_INTERRUPTED: usize = 5;
+
+/// `Interrupted: 37 items not finished (Chad, Chile, China, ... and 34 more);
+/// run again to complete`.
+fn write_interrupted(out: &mut String, results: &[ItemReport]) {
+    let unfinished: Vec<&str> = results
+        .iter()
+        .filter(|r| is_interrupted(r))
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut names = unfinished
+        .iter()
+        .take(MAX_LISTED_INTERRUPTED)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if unfinished.len() > MAX_LISTED_INTERRUPTED {
+        names += &format!(" and {} more", unfinished.len() - MAX_LISTED_INTERRUPTED);
+    }
+    let listed = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" ({names})")
+    };
+    let _ = writeln!(
+        out,
+        "Interrupted: {} items not finished{listed}; run again to complete",
+        unfinished.len()
+    );
 }
 
 /// The items that failed (NOT_FOUND, ERROR), one line each, at most
@@ -255,7 +305,7 @@ pub fn write_failures<'a>(
 ) {
     let failed: Vec<&ItemReport> = results
         .into_iter()
-        .filter(|r| matches!(r.status, Status::NotFound | Status::Error))
+        .filter(|r| matches!(r.status, Status::NotFound | Status::Error) && !is_interrupted(r))
         .collect();
     for r in failed.iter().take(MAX_LISTED_FAILURES) {
         let reason = r.reason.as_deref().unwrap_or("");
@@ -278,9 +328,13 @@ pub fn write_totals(out: &mut String, counts: &Counts, elapsed_secs: f64, bytes:
         0 => String::new(),
         n => format!(", {n} skipped"),
     };
+    let interrupted = match counts.interrupted {
+        0 => String::new(),
+        n => format!(", {n} interrupted"),
+    };
     let _ = writeln!(
         out,
-        "{} downloaded{skipped}, {} not found, {} errors",
+        "{} downloaded{skipped}, {} not found, {} errors{interrupted}",
         counts.ok, counts.not_found, counts.error
     );
     let _ = writeln!(out, "Elapsed time: {elapsed_secs:.8}");
@@ -313,6 +367,7 @@ mod tests {
             attempts: 1,
             reason: (status != Status::Ok).then(|| "HTTP 404".to_string()),
             blur_ms: None,
+            fetched: None,
             worker: 1,
             thread: 0,
             etag: None,
@@ -363,6 +418,7 @@ mod tests {
                 not_found: 1,
                 error: 0,
                 skipped: 0,
+                interrupted: 0,
             }
         );
         assert_eq!(report.bytes, 123);
@@ -429,7 +485,7 @@ mod tests {
 
     #[test]
     fn a_shard_shows_in_text_and_json() {
-        use crate::shard::{Shard, ShardSource};
+        use crate::input::shard::{Shard, ShardSource};
         let collected = Collected {
             reports: vec![item(0, Status::Ok, 7)],
             workers: vec![WorkerState::for_test(1, 42, 1, 7, Some(0.1), None)],
@@ -465,12 +521,14 @@ mod tests {
             not_found: 2,
             error: 3,
             skipped: 4,
+            interrupted: 0,
         };
         total += Counts {
             ok: 10,
             not_found: 20,
             error: 30,
             skipped: 40,
+            interrupted: 0,
         };
         assert_eq!(
             total,
@@ -479,6 +537,7 @@ mod tests {
                 not_found: 22,
                 error: 33,
                 skipped: 44,
+                interrupted: 0,
             }
         );
     }

@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn select_partitions_keeps_order_and_renumbers() {
-        let names = crate::list::parse(crate::list::BUILTIN).names;
+        let names = crate::input::list::parse(crate::input::list::BUILTIN).names;
         let items: Vec<Item> = names
             .iter()
             .enumerate()

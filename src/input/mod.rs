@@ -20,8 +20,57 @@ use flagmaster_worker::save::extension_for_type;
 use percent_encoding::{percent_decode_str, utf8_percent_encode};
 use serde_json::Value;
 
+pub mod list;
+pub mod rerun;
+pub mod shard;
+pub mod url;
+
+use crate::cli::RunArgs;
 use crate::error::Error;
-use crate::list::SEGMENT;
+use list::SEGMENT;
+
+/// What to download, the entries dropped as repeats, and a label for it.
+pub fn from_args(args: &RunArgs) -> Result<(Input, Vec<String>, String), Error> {
+    if let Some(path) = &args.urls {
+        let label = path.display().to_string();
+        let (urls, repeats) = parse_urls(&list::read_list(path)?, &label)?;
+        if urls.is_empty() || args.limit == Some(0) {
+            return Err(Error::EmptyList(format!("URL file {label}")));
+        }
+        return Ok((Input::Urls(urls), repeats, label));
+    }
+    if let Some(url) = &args.listing {
+        let listing = Listing::new(url, args.pick.as_deref(), &args.types)?;
+        if args.limit == Some(0) {
+            return Err(Error::EmptyList(format!("listing {url}")));
+        }
+        return Ok((
+            Input::Listing(listing),
+            Vec::new(),
+            format!("listing {url}"),
+        ));
+    }
+    let (text, label) = match &args.list {
+        Some(path) => (list::read_list(path)?, path.display().to_string()),
+        None => (list::BUILTIN.to_string(), "built-in flags.txt".to_string()),
+    };
+    let mut parsed = list::parse(&text);
+    if let Some(limit) = args.limit {
+        parsed.names.truncate(limit);
+    }
+    if parsed.names.is_empty() {
+        return Err(Error::EmptyList(format!("list {label}")));
+    }
+    let template = match &args.template {
+        Some(t) => Template::parse(t)?,
+        None => Template::default(),
+    };
+    let input = Input::Names {
+        names: parsed.names,
+        template,
+    };
+    Ok((input, parsed.duplicates, label))
+}
 
 /// The placeholders a `--template` may use.
 const PLACEHOLDERS: [&str; 5] = ["base", "origin", "name", "lower", "upper"];
@@ -455,7 +504,7 @@ pub fn all_loopback(items: &[Item]) -> bool {
             return true;
         }
         seen = Some(origin);
-        crate::config::is_loopback_url(origin)
+        url::is_loopback_url(origin)
     })
 }
 

@@ -1,9 +1,15 @@
 //! Reading name lists, and the percent-encoding of names in URLs.
 
+use std::fs;
+use std::io::ErrorKind;
+use std::path::Path;
+
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use crate::error::Error;
+
 /// The list compiled into the binary: the top-level `flags.txt`.
-pub const BUILTIN: &str = include_str!("../flags.txt");
+pub const BUILTIN: &str = include_str!("../../flags.txt");
 
 /// Everything but RFC 3986's unreserved characters is encoded in a path
 /// segment, so `/`, `?`, `#`, `%` and spaces in a name can never change the
@@ -49,6 +55,18 @@ pub fn item_url(base: &str, name: &str) -> String {
         base.trim_end_matches('/'),
         utf8_percent_encode(name, SEGMENT)
     )
+}
+
+/// Reads a list file as UTF-8 text.
+pub fn read_list(path: &Path) -> Result<String, Error> {
+    let bytes = fs::read(path).map_err(|source| Error::ReadList {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|_| Error::ReadList {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(ErrorKind::InvalidData, "not UTF-8 text"),
+    })
 }
 
 #[cfg(test)]
