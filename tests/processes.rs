@@ -303,7 +303,10 @@ fn a_second_ctrl_c_quits_at_once_without_partial_files() {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["interrupted"], true);
         // Unfinished, not failed: a Ctrl-C is no error of the items.
-        assert_eq!(report["counts"]["interrupted"], 8, "{mode:?}: nothing finished");
+        assert_eq!(
+            report["counts"]["interrupted"], 8,
+            "{mode:?}: nothing finished"
+        );
         assert_eq!(report["counts"]["error"], 0, "{mode:?}");
         assert!(
             work.files("flags").is_empty(),

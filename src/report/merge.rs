@@ -373,6 +373,7 @@ mod tests {
                 items: results.len(),
                 counts,
                 bytes: results.iter().map(|r| r.bytes).sum(),
+                bytes_fetched: None,
                 elapsed_secs: secs,
                 interrupted: false,
                 blur_secs: None,

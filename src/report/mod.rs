@@ -235,6 +235,11 @@ impl RunReport {
             let _ = writeln!(out, "{}", shard_line(info, self.items));
         }
         if let Some(secs) = self.blur_secs {
+            // What the blur stage wrote; the classic last line stays what was
+            // downloaded.
+            if self.bytes_fetched.is_some() {
+                let _ = writeln!(out, "{} bytes written", self.bytes);
+            }
             let blurred = self
                 .results
                 .iter()
@@ -244,9 +249,6 @@ impl RunReport {
                 out,
                 "{blurred} images blurred, {secs:.3} CPU s of blurring in the workers"
             );
-        }
-        if self.bytes_fetched.is_some() {
-            let _ = writeln!(out, "{} bytes written", self.bytes);
         }
         let fetched = self.bytes_fetched.unwrap_or(self.bytes);
         write_totals(&mut out, &self.counts, self.elapsed_secs, fetched);
