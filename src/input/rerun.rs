@@ -202,23 +202,7 @@ pub fn skip_existing(items: Vec<Item>, dest: &Path) -> (Vec<Item>, Vec<ItemRepor
         .partition(|item| complete_file(dest, &item.file).is_some());
     let skipped = done
         .into_iter()
-        .map(|item| ItemReport {
-            index: item.index,
-            name: item.name,
-            status: Status::Skipped,
-            http: None,
-            bytes: 0,
-            ms: 0,
-            attempts: 0,
-            reason: Some("exists".into()),
-            // No worker was involved.
-            worker: 0,
-            thread: 0,
-            etag: None,
-            last_modified: None,
-            blur_ms: None,
-            fetched: None,
-        })
+        .map(|item| ItemReport::without_request(&item, Status::Skipped, Some("exists")))
         .collect();
     (to_fetch, skipped)
 }
@@ -459,20 +443,8 @@ mod tests {
 
     fn report(index: u32, status: Status, etag: Option<&str>, bytes: u64) -> ItemReport {
         ItemReport {
-            index,
-            name: format!("N{index}"),
-            status,
-            http: Some(200),
-            bytes,
-            ms: 1,
-            attempts: 1,
-            reason: None,
-            worker: 1,
-            thread: 0,
             etag: etag.map(str::to_string),
-            last_modified: None,
-            blur_ms: None,
-            fetched: None,
+            ..ItemReport::for_test(index, status, bytes)
         }
     }
 

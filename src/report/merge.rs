@@ -320,20 +320,9 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, (name, status, bytes))| ItemReport {
-                index: i as u32,
                 name: name.to_string(),
-                status: *status,
-                http: Some(200),
-                bytes: *bytes,
-                ms: 1,
-                attempts: 1,
                 reason: (*status != Status::Ok).then(|| "HTTP 404".into()),
-                etag: None,
-                last_modified: None,
-                worker: 1,
-                thread: 0,
-                blur_ms: None,
-                fetched: None,
+                ..ItemReport::for_test(i as u32, *status, *bytes)
             })
             .collect();
         let mut counts = Counts::default();

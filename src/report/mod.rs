@@ -360,20 +360,9 @@ mod tests {
 
     fn item(index: u32, status: Status, bytes: u64) -> ItemReport {
         ItemReport {
-            index,
-            name: format!("N{index}"),
-            status,
-            http: Some(200),
-            bytes,
             ms: 5,
-            attempts: 1,
             reason: (status != Status::Ok).then(|| "HTTP 404".to_string()),
-            blur_ms: None,
-            fetched: None,
-            worker: 1,
-            thread: 0,
-            etag: None,
-            last_modified: None,
+            ..ItemReport::for_test(index, status, bytes)
         }
     }
 

@@ -230,20 +230,12 @@ mod tests {
 
     fn report(status: Status, reason: Option<&str>) -> ItemReport {
         ItemReport {
-            index: 0,
             name: "Chad".into(),
-            status,
-            http: Some(200),
-            bytes: 1234,
             ms: 56,
-            attempts: 1,
             reason: reason.map(str::to_string),
-            etag: None,
-            last_modified: None,
             worker: 3,
             thread: 1,
-            blur_ms: None,
-            fetched: None,
+            ..ItemReport::for_test(0, status, 1234)
         }
     }
 

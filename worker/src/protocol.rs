@@ -100,24 +100,50 @@ pub struct ItemReport {
 }
 
 impl ItemReport {
-    /// The report of an item that no worker finished: an ERROR with `reason`,
-    /// no attempt, no worker.
-    pub fn unfinished(item: &Item, reason: &str) -> ItemReport {
+    /// The report of an item that ended as `status` for `reason` without a
+    /// request or a worker: the base of every other report.
+    pub fn without_request(item: &Item, status: Status, reason: Option<&str>) -> ItemReport {
         ItemReport {
             index: item.index,
             name: item.name.clone(),
-            status: Status::Error,
+            status,
             http: None,
             bytes: 0,
             ms: 0,
             attempts: 0,
-            reason: Some(reason.into()),
+            reason: reason.map(str::to_string),
             blur_ms: None,
             fetched: None,
             worker: 0,
             thread: 0,
             etag: None,
             last_modified: None,
+        }
+    }
+
+    /// The report of an item that no worker finished: an ERROR with `reason`.
+    pub fn unfinished(item: &Item, reason: &str) -> ItemReport {
+        ItemReport::without_request(item, Status::Error, Some(reason))
+    }
+
+    /// A report of item `index` named `N{index}`, for tests.
+    #[doc(hidden)]
+    pub fn for_test(index: u32, status: Status, bytes: u64) -> ItemReport {
+        let item = Item {
+            index,
+            name: format!("N{index}"),
+            url: String::new(),
+            file: String::new(),
+            ext_from_type: false,
+            validators: None,
+        };
+        ItemReport {
+            http: Some(200),
+            bytes,
+            ms: 1,
+            attempts: 1,
+            worker: 1,
+            ..ItemReport::without_request(&item, status, None)
         }
     }
 }
