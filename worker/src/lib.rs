@@ -12,6 +12,7 @@ pub mod blur;
 pub mod child;
 pub mod fetch;
 pub mod log;
+mod os;
 pub mod polite;
 pub mod protocol;
 pub mod save;
@@ -82,33 +83,7 @@ pub const FDS_PER_LOOP: usize = 4;
 /// threads. Call this while the process still has one thread, where the
 /// growth costs a copy. The table never shrinks, and costs 8 bytes a slot.
 pub fn reserve_descriptors(count: usize) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct passed in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return;
-    }
-    let highest = count
-        .min(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
-        .saturating_sub(1);
-    let Ok(highest) = libc::c_int::try_from(highest) else {
-        return;
-    };
-    // A copy of any open descriptor at `highest` or above makes the kernel
-    // grow the table to fit it; closing the copy keeps the table.
-    for fd in [2, 1, 0] {
-        // SAFETY: F_DUPFD creates a new descriptor that nothing else knows of,
-        // and it is closed at once; `fd` is not used if it is not open.
-        unsafe {
-            let copy = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, highest);
-            if copy >= 0 {
-                libc::close(copy);
-                return;
-            }
-        }
-    }
+    os::grow_fd_table(count);
 }
 
 /// Blocks the calling worker thread until the process exits, instead of
