@@ -18,6 +18,7 @@ pub mod interrupt;
 pub mod list;
 pub mod master;
 pub mod merge;
+mod os;
 pub mod plot;
 pub mod polite;
 pub mod progress;
@@ -88,18 +89,7 @@ const BASE_DESCRIPTORS: usize = 64;
 /// would make connects fail. The hard limit is ours to use, so the soft one is
 /// raised to it, as Go's runtime does. Worker processes inherit it.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+    os::raise_fd_limit();
 }
 
 /// Help and version go to stdout with status 0; a usage error is one line on

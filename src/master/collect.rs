@@ -489,14 +489,9 @@ pub fn drive(
 
 /// SIGKILL to a child process of ours.
 fn kill(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of our
-    // own children that has not been reaped yet (see `mark_gone`).
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    // The pid is one of our own children that has not been reaped yet (see
+    // `mark_gone`), so it names no other process.
+    crate::os::kill(pid);
 }
 
 #[cfg(test)]
