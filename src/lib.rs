@@ -8,6 +8,9 @@
 //! ipc-channel) and folds the reports into a [`report::RunReport`]. Worker
 //! processes are this same binary, re-executed with a hidden subcommand.
 
+// `unsafe` is allowed only in `os`, each block with its `SAFETY` comment.
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 pub mod bench;
 pub mod cli;
 pub mod completions;
@@ -18,6 +21,7 @@ pub mod interrupt;
 pub mod list;
 pub mod master;
 pub mod merge;
+#[allow(unsafe_code)]
 mod os;
 pub mod plot;
 pub mod polite;

@@ -7,11 +7,15 @@
 //! touch the master's queue and statistics directly, in threads mode they send
 //! over crossbeam channels, in proc mode over ipc-channel.
 
+// `unsafe` is allowed only in `os`, each block with its `SAFETY` comment.
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 pub mod affinity;
 pub mod blur;
 pub mod child;
 pub mod fetch;
 pub mod log;
+#[allow(unsafe_code)]
 mod os;
 pub mod polite;
 pub mod protocol;
