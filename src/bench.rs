@@ -614,13 +614,7 @@ fn measure(
 
 /// User + system CPU seconds of `who`: `RUSAGE_SELF` or `RUSAGE_THREAD`.
 fn cpu_secs(who: libc::c_int) -> f64 {
-    // SAFETY: an all-zero rusage is a valid value, and getrusage writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pointer is valid for the call; `who` is a valid selector.
-    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
-        return 0.0;
-    }
-    rusage_cpu(&usage)
+    crate::os::getrusage(who).map_or(0.0, |usage| rusage_cpu(&usage))
 }
 
 fn rusage_cpu(usage: &libc::rusage) -> f64 {
@@ -631,16 +625,7 @@ fn rusage_cpu(usage: &libc::rusage) -> f64 {
 /// Reaps `pid` and returns the CPU seconds of it and its reaped descendants
 /// (the worker processes).
 fn wait_with_usage(pid: u32) -> Option<f64> {
-    let pid = libc::pid_t::try_from(pid).ok()?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value, and wait4 writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own unreaped child; the pointers are valid for the call.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if reaped != pid {
-        return None;
-    }
-    Some(rusage_cpu(&usage))
+    crate::os::wait4(pid).map(|usage| rusage_cpu(&usage))
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@
 //!
 //! See `docs/architecture.md` for the whole picture.
 
+// `unsafe` is allowed only in `os`, each block with its `SAFETY` comment.
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 pub mod bench;
 pub mod cli;
 pub mod completions;
@@ -18,6 +21,8 @@ pub mod config;
 pub mod error;
 pub mod input;
 pub mod master;
+#[allow(unsafe_code)]
+mod os;
 pub mod plan;
 pub mod plot;
 pub mod polite;
@@ -69,18 +74,7 @@ pub fn main() -> ExitCode {
 /// would make connects fail. The hard limit is ours to use, so the soft one is
 /// raised to it, as Go's runtime does. Worker processes inherit it.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+    os::raise_fd_limit();
 }
 
 /// Help and version go to stdout with status 0; a usage error is one line on

@@ -47,7 +47,7 @@ fn reap_with(
 /// of 0.18 ms (up to 1.8 ms) after it had exited.
 struct ExitWatch {
     #[cfg(target_os = "linux")]
-    pidfd: Option<std::os::fd::OwnedFd>,
+    pidfd: Option<crate::os::PidFd>,
     pause: Duration,
 }
 
@@ -56,7 +56,7 @@ impl ExitWatch {
     fn new(child: &Child) -> ExitWatch {
         ExitWatch {
             #[cfg(target_os = "linux")]
-            pidfd: pidfd_open(child.id()),
+            pidfd: crate::os::PidFd::open(child.id()),
             ..ExitWatch::pausing()
         }
     }
@@ -74,40 +74,18 @@ impl ExitWatch {
     fn wait(&mut self, deadline: Instant) {
         let left = deadline.saturating_duration_since(Instant::now());
         #[cfg(target_os = "linux")]
-        if let Some(fd) = &self.pidfd {
-            use std::os::fd::AsRawFd;
-            let mut poll = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
+        if let Some(pidfd) = &self.pidfd {
             // Rounded up: a timeout of 0 would spin until the deadline.
-            let ms = libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-            // SAFETY: one valid pollfd, for the duration of the call.
-            if unsafe { libc::poll(&mut poll, 1, ms) } >= 0 {
-                return;
+            let ms = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+            match pidfd.wait(Duration::from_millis(ms)) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+                Err(_) => self.pidfd = None,
             }
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                return;
-            }
-            self.pidfd = None;
         }
         thread::sleep(self.pause.min(left));
         self.pause = (self.pause * 2).min(Duration::from_millis(5));
     }
-}
-
-/// A pidfd for our own unreaped child `pid`; None where the kernel refuses.
-#[cfg(target_os = "linux")]
-fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
-    // or -1; the pid is our child, not yet reaped, so it cannot name another
-    // process.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    let fd = libc::c_int::try_from(fd).ok().filter(|&fd| fd >= 0)?;
-    // SAFETY: `fd` was just returned to us and is owned by nobody else.
-    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 pub fn describe(status: std::io::Result<ExitStatus>) -> String {
@@ -124,16 +102,10 @@ pub fn kill_all(children: impl Iterator<Item = Child>) {
     }
 }
 
-/// SIGKILL to a child process of ours.
+/// SIGKILL to a child process of ours. The pid must be one that has not
+/// been reaped yet (see `Collector::mark_gone`), so it names no other process.
 pub fn kill(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of our
-    // own children that has not been reaped yet (see `Collector::mark_gone`).
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    crate::os::kill(pid);
 }
 
 #[cfg(test)]

@@ -24,14 +24,13 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+use crate::os::Timer;
 
 /// A handle on the site's timer; its task ends when the handle is dropped.
 pub struct Delays {
@@ -41,7 +40,7 @@ pub struct Delays {
 struct Shared {
     state: Mutex<State>,
     /// Armed to the earliest pending deadline, and disarmed with none.
-    timer: AsyncFd<OwnedFd>,
+    timer: Timer,
 }
 
 #[derive(Default)]
@@ -82,57 +81,21 @@ impl Shared {
     /// Sets the timer to go off at `at`, or never. Called with the state
     /// locked, so that the timer always matches the heap's earliest deadline.
     fn arm(&self, at: Option<Instant>) {
-        // As a timer's value, "never"; as its interval, "once".
-        const ZERO: libc::timespec = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let value = match at {
-            None => ZERO,
-            Some(at) => {
-                // A zero value would disarm it: a deadline already past gets
-                // the shortest wait instead.
-                let wait = at
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_nanos(1));
-                libc::timespec {
-                    tv_sec: libc::time_t::try_from(wait.as_secs()).unwrap_or(libc::time_t::MAX),
-                    tv_nsec: wait.subsec_nanos() as libc::c_long,
-                }
-            }
-        };
-        let spec = libc::itimerspec {
-            it_interval: ZERO,
-            it_value: value,
-        };
-        // SAFETY: the descriptor is our timerfd, and `spec` is valid for the
-        // call. It fails only for a bad descriptor or value, neither possible.
-        unsafe {
-            libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut());
-        }
+        self.timer.set(at.map(|at| {
+            // A zero value would disarm it: a deadline already past gets
+            // the shortest wait instead.
+            at.saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1))
+        }));
     }
 }
 
 impl Delays {
     /// Starts the timer's task on `runtime`.
     pub fn start(runtime: &Handle) -> io::Result<Delays> {
-        // SAFETY: plain system call; the result is checked.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // The reactor it registers with is the runtime's.
         let _runtime = runtime.enter();
-        // SAFETY: an `OwnedFd` keeps its descriptor open, and the same one,
-        // for as long as it lives, which is as long as the `AsyncFd`.
-        let timer = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        let timer = Timer::new()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             timer,
@@ -173,18 +136,11 @@ impl Drop for Delays {
 async fn run(shared: Arc<Shared>) {
     let mut due = Vec::new();
     loop {
-        let Ok(mut ready) = shared.timer.readable().await else {
+        // The timer may have been re-armed since it went off: what is due is
+        // decided by the clock.
+        if shared.timer.expired().await.is_err() {
             return;
-        };
-        // Reading resets the count of expiries, so that the descriptor is not
-        // ready again until the next one. It finds none (EAGAIN) if the timer
-        // was re-armed since it went off; what is due is decided by the clock.
-        let mut expiries = [0u8; 8];
-        // SAFETY: the buffer is valid for 8 bytes, as a timerfd read needs.
-        unsafe {
-            libc::read(shared.timer.as_raw_fd(), expiries.as_mut_ptr().cast(), 8);
         }
-        ready.clear_ready();
         {
             let mut state = shared.lock();
             if state.closed {

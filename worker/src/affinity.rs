@@ -7,46 +7,18 @@
 //! `taskset` or a container's cpuset is respected.
 
 use std::io;
-use std::mem;
+
+use crate::os;
 
 /// The CPUs this process may run on, in ascending order.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
-    // SAFETY: an all-zero `cpu_set_t` is the empty set, `sched_getaffinity`
-    // writes at most the size it is given, and `CPU_ISSET` reads within the
-    // set for every index below `CPU_SETSIZE`.
-    unsafe {
-        let mut set: libc::cpu_set_t = mem::zeroed();
-        if libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((0..libc::CPU_SETSIZE as usize)
-            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .collect())
-    }
+    os::allowed_cpus()
 }
 
 /// Pins the calling thread to `cpu`. Threads it starts afterwards inherit
 /// that, so a worker process calls it before it starts any.
 pub fn pin_to(cpu: usize) -> io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "CPU {cpu} is beyond the {} a CPU set holds",
-                libc::CPU_SETSIZE
-            ),
-        ));
-    }
-    // SAFETY: as in `allowed_cpus`, with `cpu` checked to be inside the set;
-    // `sched_setaffinity` only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    os::pin_thread(cpu)
 }
 
 /// The CPU of worker `worker` (1-based): the CPUs of `cpus` in turn.
@@ -82,6 +54,6 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(seen, (vec![last], vec![last]), "and its new threads too");
-        assert!(pin_to(libc::CPU_SETSIZE as usize).is_err());
+        assert!(pin_to(os::MAX_CPUS).is_err());
     }
 }

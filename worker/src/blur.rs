@@ -91,15 +91,7 @@ impl CpuStopwatch {
 
 #[cfg(unix)]
 fn thread_cpu_time() -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    let secs = u64::try_from(ts.tv_sec).ok()?;
-    let nanos = u32::try_from(ts.tv_nsec).ok()?;
-    (rc == 0).then(|| Duration::new(secs, nanos))
+    crate::os::thread_cpu_time()
 }
 
 #[cfg(not(unix))]

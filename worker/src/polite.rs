@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memmap2::MmapRaw;
+use crate::os::SharedWords;
 
 /// Marks a region written by this version of the layout.
 const MAGIC: u64 = u64::from_le_bytes(*b"FMPOLIT1");
@@ -82,7 +82,7 @@ pub enum Refused {
 
 /// One process's view of the shared region.
 pub struct Gate {
-    map: MmapRaw,
+    map: SharedWords,
     /// This process's row of held counts.
     row: usize,
     interval_ns: u64,
@@ -114,7 +114,7 @@ impl Region {
             .prefix(".flagmaster-polite-")
             .tempfile_in(dir)?;
         file.as_file().set_len(words(rows) as u64 * 8)?;
-        let map = MmapRaw::map_raw(file.as_file())?;
+        let map = SharedWords::map(file.as_file())?;
         let interval_ns = limits.max_rps.map_or(0, interval_ns);
         let per_host = limits.per_host.map_or(0, u64::from);
         let gate = Gate {
@@ -180,7 +180,7 @@ impl Gate {
         if len < (HEADER_WORDS * 8) as u64 {
             return Err(invalid("too short for a politeness region"));
         }
-        let map = MmapRaw::map_raw(&file)?;
+        let map = SharedWords::map(&file)?;
         let mut gate = Gate {
             map,
             row: row as usize,
@@ -210,14 +210,7 @@ impl Gate {
     /// Word `index` of the region. Every index used is below the size the
     /// layout promises, which `create` and `open` have checked.
     fn word(&self, index: usize) -> &AtomicU64 {
-        assert!(
-            (index + 1) * 8 <= self.map.len(),
-            "politeness region word out of range"
-        );
-        // SAFETY: the mapping is page-aligned, so every 8-byte word is aligned
-        // for AtomicU64; it is in bounds (checked above) and stays mapped as
-        // long as `self`. Other processes touch it only through atomics too.
-        unsafe { &*self.map.as_mut_ptr().add(index * 8).cast::<AtomicU64>() }
+        self.map.word(index)
     }
 
     fn key(&self, slot: usize) -> &AtomicU64 {
@@ -399,18 +392,7 @@ fn sleep_until(slot: u64) -> Result<(), Refused> {
 
 /// Nanoseconds on `CLOCK_MONOTONIC`, which every process of the machine shares.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists
-    // on the systems we build for, and on failure `ts` stays zero.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    crate::os::monotonic_ns()
 }
 
 fn nanos(d: Duration) -> u64 {

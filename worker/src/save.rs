@@ -220,15 +220,15 @@ const FILE_MODE: u32 = 0o644;
 
 #[cfg(target_os = "linux")]
 mod unnamed {
-    use std::ffi::CString;
     use std::fs;
     use std::io;
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::OnceLock;
+
+    use crate::os::{self, Errno};
 
     /// An unnamed file is given a name through its /proc/self/fd link (the
     /// other way, `AT_EMPTY_PATH`, needs a capability).
@@ -240,7 +240,7 @@ mod unnamed {
     pub fn create(dir: &Path) -> io::Result<fs::File> {
         fs::OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_TMPFILE)
+            .custom_flags(os::O_TMPFILE)
             .mode(super::FILE_MODE)
             .open(dir)
     }
@@ -248,8 +248,8 @@ mod unnamed {
     /// What `open` answers where `O_TMPFILE` is not supported.
     pub fn unsupported(e: &io::Error) -> bool {
         matches!(
-            e.raw_os_error(),
-            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            Errno::from_io_error(e),
+            Some(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)
         )
     }
 
@@ -259,45 +259,16 @@ mod unnamed {
     /// lookup through /proc. Which one works is learnt on the first file.
     pub fn link(file: &fs::File, to: &Path) -> io::Result<()> {
         static EMPTY_PATH_REFUSED: AtomicBool = AtomicBool::new(false);
-        let to = CString::new(to.as_os_str().as_bytes())?;
         if !EMPTY_PATH_REFUSED.load(Ordering::Relaxed) {
-            // SAFETY: `to` and the empty path are NUL-terminated and outlive the call.
-            let linked = unsafe {
-                libc::linkat(
-                    file.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    to.as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                )
-            };
-            match result(linked) {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOENT)) => {
+            match os::link_file(file, to) {
+                Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::PERM | Errno::NOENT)) => {
                     EMPTY_PATH_REFUSED.store(true, Ordering::Relaxed);
                 }
                 done => return done,
             }
         }
-        let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-        // SAFETY: both are NUL-terminated strings that outlive the call.
-        let linked = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        result(linked)
-    }
-
-    fn result(status: libc::c_int) -> io::Result<()> {
-        if status == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+        os::link_following(Path::new(&from), to)
     }
 }
 
