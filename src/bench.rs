@@ -7,7 +7,6 @@
 
 use std::fmt::Write as _;
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -322,11 +321,7 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
                 error_rate: 0.0,
                 image_size: args.image_size,
             };
-            let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let site = Site::start(config, bind).map_err(|source| Error::Site {
-                addr: bind.to_string(),
-                source,
-            })?;
+            let site = crate::site::start_loopback(config)?;
             let base = site.base_url();
             let (w, h) = args.image_size;
             let label = format!(

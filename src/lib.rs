@@ -29,7 +29,7 @@ pub mod source;
 
 use std::fs;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +45,7 @@ use config::{RunConfig, Source};
 use error::Error;
 use master::collect::{lock, Collector};
 use report::{RunInfo, RunReport, ShardInfo};
-use site::{Site, SiteConfig};
+use site::SiteConfig;
 
 /// Parses the command line, runs, and maps the outcome to an exit status.
 pub fn main() -> ExitCode {
@@ -187,12 +187,8 @@ fn download(args: RunArgs) -> Result<u8, Error> {
     let (site, site_label, base_url) = match &config.source {
         Source::Builtin(kind) => {
             let site_config = site_config(*kind, list::parse(list::BUILTIN).names);
-            let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
             let description = describe_site(&site_config);
-            let site = Site::start(site_config, bind).map_err(|source| Error::Site {
-                addr: bind.to_string(),
-                source,
-            })?;
+            let site = site::start_loopback(site_config)?;
             let base = site.base_url();
             let label = format!("{kind:?}").to_uppercase();
             (
@@ -578,10 +574,7 @@ fn serve(args: ServeArgs) -> Result<u8, Error> {
         description += &format!(", fault {fault}");
     }
     let bind = SocketAddr::new(args.bind, args.port);
-    let site = Site::start_with_faults(config, faults, bind).map_err(|source| Error::Site {
-        addr: bind.to_string(),
-        source,
-    })?;
+    let site = site::start_on(config, faults, bind)?;
     // Whoever started us may read only the first line and close the pipe; that
     // must not stop the site.
     let mut stdout = std::io::stdout().lock();
