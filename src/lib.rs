@@ -18,7 +18,6 @@ pub mod interrupt;
 pub mod list;
 pub mod master;
 pub mod merge;
-pub mod plot;
 pub mod polite;
 pub mod progress;
 pub mod report;

@@ -5,6 +5,8 @@
 //! dest, against the built-in DELAY site (or `--base-url`). The table is pure
 //! arithmetic over the samples.
 
+mod plot;
+
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::Path;
@@ -428,10 +430,10 @@ fn open_plot(path: &Path) -> Result<std::fs::File, Error> {
 
 fn write_plot(bench: &Bench, path: &Path, mut file: std::fs::File) -> Result<(), Error> {
     use std::io::Write as _;
-    let bars: Vec<crate::plot::Bar> = bench
+    let bars: Vec<plot::Bar> = bench
         .rows
         .iter()
-        .map(|r| crate::plot::Bar {
+        .map(|r| plot::Bar {
             label: format!("{} {}x{}", r.setup.mode, r.setup.procs, r.setup.threads),
             median: r.median_secs,
             min: r.min_secs,
@@ -442,7 +444,7 @@ fn write_plot(bench: &Bench, path: &Path, mut file: std::fs::File) -> Result<(),
     if let Some(sigma) = bench.blur_sigma {
         title += &format!(", --blur {sigma}");
     }
-    let svg = crate::plot::bar_chart_svg(&title, &bars).map_err(Error::Usage)?;
+    let svg = plot::bar_chart_svg(&title, &bars).map_err(Error::Usage)?;
     file.write_all(svg.as_bytes())
         .and_then(|()| file.flush())
         .map_err(|source| Error::Unwritable {
