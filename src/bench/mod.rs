@@ -17,17 +17,16 @@ use crate::list;
 use crate::site::SiteConfig;
 
 pub use measure::Sample;
-pub use setups::Setup;
+pub use setups::{parse_hybrid, BenchMode, ModeParser, Setup};
 pub use table::{rows, Bench, Row};
 
 use measure::measure;
 use plot::{open_plot, write_plot};
-use setups::setups;
 
 /// Runs the benchmark and prints its table (or JSON).
 pub fn run(args: BenchArgs) -> Result<u8, Error> {
     let names = bench_names(args.items.map(|n| n as usize));
-    let setups = setups(&args, names.len())?;
+    let setups = setups::fit(&args, names.len());
     // An unwritable plot must not cost minutes of measurements first.
     let plot = match &args.plot {
         Some(path) => Some((path.clone(), open_plot(path)?)),

@@ -1,46 +1,151 @@
-//! The setups `flagmaster bench --modes` names, and the arguments of a run of each.
+//! The setups `flagmaster bench --modes` names, each fitted to the workload,
+//! and the arguments of a run of each. clap parses the names, so a misspelt
+//! one is a usage error before anything starts.
 
+use std::ffi::OsStr;
+use std::fmt;
+
+use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::cli::BenchArgs;
 use crate::config::fit_layout;
-use crate::error::Error;
 
-/// The `--modes` suffix that pins a proc or hybrid setup's workers (`--pin`).
-const PINNED: &str = "-pinned";
+/// A setup as `--modes` names it. The names are clap's and serde's kebab-case
+/// of the variants (a test checks they agree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchMode {
+    /// One worker loop in the main thread.
+    Serial,
+    /// A pool of --threads threads in one process.
+    Threads,
+    /// --procs worker processes of one thread each.
+    Proc,
+    /// --hybrid PxT: P worker processes of T threads each.
+    Hybrid,
+    /// proc, with each worker process pinned to a CPU (--pin).
+    ProcPinned,
+    /// hybrid, with each worker process pinned to a CPU (--pin).
+    HybridPinned,
+}
 
-/// One configuration to measure.
+impl BenchMode {
+    /// Worker processes pinned to the CPUs in turn (`--pin`).
+    pub fn pinned(self) -> bool {
+        match self {
+            BenchMode::ProcPinned | BenchMode::HybridPinned => true,
+            BenchMode::Serial | BenchMode::Threads | BenchMode::Proc | BenchMode::Hybrid => false,
+        }
+    }
+
+    /// Processes x threads that `args` ask of this setup, before fitting.
+    fn asked(self, args: &BenchArgs) -> (u32, u32) {
+        match self {
+            BenchMode::Serial => (1, 1),
+            BenchMode::Threads => (1, args.threads),
+            BenchMode::Proc | BenchMode::ProcPinned => (args.procs, 1),
+            BenchMode::Hybrid | BenchMode::HybridPinned => args.hybrid,
+        }
+    }
+}
+
+impl fmt::Display for BenchMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.to_possible_value().expect("no mode is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
+/// The parser of a `--modes` entry: clap's own for [`BenchMode`], with the
+/// valid names in the first line of its error, since flagmaster prints a usage
+/// error as one line and clap's puts them on the next.
+#[derive(Clone, Copy, Debug)]
+pub struct ModeParser;
+
+impl TypedValueParser for ModeParser {
+    type Value = BenchMode;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<BenchMode, clap::Error> {
+        EnumValueParser::<BenchMode>::new()
+            .parse_ref(cmd, arg, value)
+            .map_err(|_| {
+                let names: Vec<String> = BenchMode::value_variants()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                let message = format!(
+                    "invalid value '{}' for '--modes': expected one of {}\n",
+                    value.to_string_lossy(),
+                    names.join(", ")
+                );
+                clap::Error::raw(ErrorKind::InvalidValue, message).with_cmd(cmd)
+            })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        let values = BenchMode::value_variants()
+            .iter()
+            .filter_map(ValueEnum::to_possible_value);
+        Some(Box::new(values))
+    }
+}
+
+/// `--hybrid PxT`: worker processes x threads, each at least 1.
+pub fn parse_hybrid(s: &str) -> Result<(u32, u32), String> {
+    s.split_once('x')
+        .and_then(|(p, t)| Some((p.parse::<u32>().ok()?, t.parse::<u32>().ok()?)))
+        .filter(|&(p, t)| p > 0 && t > 0)
+        .ok_or_else(|| "expected PxT, e.g. 4x8".to_string())
+}
+
+/// One configuration to measure: a mode and the layout its runs have.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Setup {
-    /// As named in `--modes`, `-pinned` included.
-    pub mode: String,
+    pub mode: BenchMode,
     pub procs: u32,
     pub threads: u32,
-    /// Worker processes pinned to the CPUs in turn (`--pin`).
+    /// `mode.pinned()`, spelt out for the JSON.
     pub pin: bool,
 }
 
 impl Setup {
+    pub fn new(mode: BenchMode, procs: u32, threads: u32) -> Setup {
+        Setup {
+            mode,
+            procs,
+            threads,
+            pin: mode.pinned(),
+        }
+    }
+
     pub fn concurrency(&self) -> u32 {
         self.procs * self.threads
     }
 
+    /// The arguments of a run of this setup.
     pub fn args(&self) -> Vec<String> {
-        let mode = match self.mode.strip_suffix(PINNED).unwrap_or(&self.mode) {
-            "hybrid" => "proc",
-            mode => mode,
-        };
-        let mut args = vec!["--mode".to_string(), mode.to_string()];
-        match mode {
-            "threads" => args.extend(["--threads".into(), self.threads.to_string()]),
-            "proc" => args.extend([
-                "--procs".into(),
-                self.procs.to_string(),
-                "--threads".into(),
-                self.threads.to_string(),
-            ]),
-            _ => {}
+        let (procs, threads) = (self.procs.to_string(), self.threads.to_string());
+        let mut args: Vec<String> = match self.mode {
+            BenchMode::Serial => vec!["--mode", "serial"],
+            BenchMode::Threads => vec!["--mode", "threads", "--threads", &threads],
+            BenchMode::Proc
+            | BenchMode::ProcPinned
+            | BenchMode::Hybrid
+            | BenchMode::HybridPinned => {
+                vec!["--mode", "proc", "--procs", &procs, "--threads", &threads]
+            }
         }
+        .into_iter()
+        .map(String::from)
+        .collect();
         if self.pin {
             args.push("--pin".into());
         }
@@ -50,50 +155,15 @@ impl Setup {
 
 /// The setups of `--modes`, each fitted to `items` as a run fits itself
 /// (`config::fit_layout`), so that a row is labelled with what ran.
-pub fn setups(args: &BenchArgs, items: usize) -> Result<Vec<Setup>, Error> {
-    let (hp, ht) = args
-        .hybrid
-        .split_once('x')
-        .and_then(|(p, t)| Some((p.parse::<u32>().ok()?, t.parse::<u32>().ok()?)))
-        .filter(|&(p, t)| p > 0 && t > 0)
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "bad --hybrid {:?}: expected PxT, e.g. 4x8",
-                args.hybrid
-            ))
-        })?;
-    let mut setups = Vec::new();
-    for mode in &args.modes {
-        let (base, pin) = match mode.strip_suffix(PINNED) {
-            Some(base) => (base, true),
-            None => (mode.as_str(), false),
-        };
-        let (procs, threads) = match base {
-            "serial" | "threads" if pin => {
-                return Err(Error::Usage(format!(
-                    "bad --modes entry {mode:?}: only proc and hybrid workers can be pinned"
-                )))
-            }
-            "serial" => (1, 1),
-            "threads" => (1, args.threads),
-            "proc" => (args.procs, 1),
-            "hybrid" => (hp, ht),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "bad --modes entry {mode:?}: expected serial, threads, proc, hybrid, \
-                     proc-pinned or hybrid-pinned"
-                )))
-            }
-        };
-        let (procs, threads) = fit_layout(procs, threads, items);
-        setups.push(Setup {
-            mode: mode.clone(),
-            procs,
-            threads,
-            pin,
-        });
-    }
-    Ok(setups)
+pub fn fit(args: &BenchArgs, items: usize) -> Vec<Setup> {
+    args.modes
+        .iter()
+        .map(|&mode| {
+            let (procs, threads) = mode.asked(args);
+            let (procs, threads) = fit_layout(procs, threads, items);
+            Setup::new(mode, procs, threads)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -101,12 +171,7 @@ mod tests {
     use super::*;
 
     fn setup(mode: &str, procs: u32, threads: u32) -> Setup {
-        Setup {
-            mode: mode.into(),
-            procs,
-            threads,
-            pin: mode.ends_with(PINNED),
-        }
+        Setup::new(BenchMode::from_str(mode, false).unwrap(), procs, threads)
     }
 
     #[test]
@@ -125,5 +190,71 @@ mod tests {
             setup("proc-pinned", 2, 1).args(),
             ["--mode", "proc", "--procs", "2", "--threads", "1", "--pin"]
         );
+    }
+
+    #[test]
+    fn names_are_the_same_for_clap_and_the_json() {
+        let names: Vec<String> = BenchMode::value_variants()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "serial",
+                "threads",
+                "proc",
+                "hybrid",
+                "proc-pinned",
+                "hybrid-pinned"
+            ]
+        );
+        for mode in BenchMode::value_variants() {
+            assert_eq!(
+                serde_json::to_value(mode).unwrap(),
+                mode.to_string(),
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn modes_and_hybrid_are_checked_by_clap() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["flagmaster", "bench"].iter().chain(args)).map(|cli| {
+                match cli.command {
+                    Some(Command::Bench(args)) => (args.modes, args.hybrid),
+                    other => panic!("{other:?}"),
+                }
+            })
+        };
+        let (modes, hybrid) = parse(&[]).unwrap();
+        assert_eq!(
+            modes,
+            [
+                BenchMode::Serial,
+                BenchMode::Threads,
+                BenchMode::Proc,
+                BenchMode::Hybrid
+            ]
+        );
+        assert_eq!(hybrid, (4, 8));
+        let (modes, hybrid) =
+            parse(&["--modes", "proc-pinned,threads", "--hybrid", "2x3"]).unwrap();
+        assert_eq!(modes, [BenchMode::ProcPinned, BenchMode::Threads]);
+        assert_eq!(hybrid, (2, 3));
+        let error = parse(&["--modes", "threads,threads-pinned"]).unwrap_err();
+        let first = error.render().to_string();
+        let first = first.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "error: invalid value 'threads-pinned' for '--modes': expected one of serial, \
+             threads, proc, hybrid, proc-pinned, hybrid-pinned"
+        );
+        for bad in ["4by8", "0x8", "4x0", "4x", "x8"] {
+            assert!(parse(&["--hybrid", bad]).is_err(), "{bad}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::measure::Sample;
-use super::setups::Setup;
+use super::setups::{BenchMode, Setup};
 
 /// A row of the comparison.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -107,7 +107,7 @@ pub fn rows(items: usize, latency: Option<f64>, measured: Vec<(Setup, Vec<Sample
         .collect();
     let serial = rows
         .iter()
-        .find(|r| r.setup.mode == "serial")
+        .find(|r| r.setup.mode == BenchMode::Serial)
         .map(|r| r.median_secs);
     for row in &mut rows {
         row.speedup_vs_serial = serial
@@ -147,7 +147,7 @@ impl Bench {
             .iter()
             .map(|r| {
                 let mut cells = vec![
-                    r.setup.mode.clone(),
+                    r.setup.mode.to_string(),
                     format!("{} x {}", r.setup.procs, r.setup.threads),
                     format!("{:.3} ({:.3}-{:.3})", r.median_secs, r.min_secs, r.max_secs),
                     format!("{:.0}", r.items_per_sec),
@@ -232,12 +232,8 @@ mod tests {
     }
 
     fn setup(mode: &str, procs: u32, threads: u32) -> Setup {
-        Setup {
-            mode: mode.into(),
-            procs,
-            threads,
-            pin: mode.ends_with("-pinned"),
-        }
+        use clap::ValueEnum;
+        Setup::new(BenchMode::from_str(mode, false).unwrap(), procs, threads)
     }
 
     #[test]
