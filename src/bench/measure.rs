@@ -1,9 +1,9 @@
 //! One run of a setup, measured: a fresh `flagmaster` process into a fresh
-//! dest, its `--json` report, its CPU and peak memory, and what it cost the
-//! built-in site.
+//! dest, its `--json` report read back as a [`RunReport`], its CPU and peak
+//! memory, and what it cost the built-in site.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::setups::Setup;
 use crate::error::Error;
+use crate::report::RunReport;
 use crate::site::Site;
 
 /// One measured run.
@@ -48,97 +49,136 @@ fn lateness_ms(mut late_us: Vec<u32>) -> (Option<f64>, Option<f64>) {
     (Some(mean / 1000.0), Some(f64::from(p99) / 1000.0))
 }
 
-/// One run in a child process, into a fresh dest. With the built-in `site`
-/// (in this process), also what the run cost it.
-pub fn measure(
-    exe: &Path,
-    setup: &Setup,
-    base: &str,
-    site: Option<&Site>,
-    list: &Path,
-    work: &Path,
+/// What every run of a bench shares: this executable, the site, the list of
+/// the workload, and `--blur`.
+pub struct Runner {
+    exe: PathBuf,
+    base: String,
+    /// The built-in site, when the bench started it (in this process): the
+    /// runs are also measured by what they cost it.
+    site: Option<Site>,
+    /// Holds the list and the dest and logs of every run; removed on drop.
+    work: tempfile::TempDir,
+    list: PathBuf,
     blur: Option<f32>,
-) -> Result<Sample, Error> {
-    let run_dir = tempfile::tempdir_in(work).map_err(|source| Error::Unwritable {
-        what: "temporary directory",
-        path: work.to_path_buf(),
-        source,
-    })?;
-    // The site's CPU is this process's but for this thread's, which only
-    // starts the run and waits for it.
-    let site_cpu = || cpu_secs(libc::RUSAGE_SELF) - cpu_secs(libc::RUSAGE_THREAD);
-    let site_before = site.map(|site| (site.delayed(), site_cpu()));
-    let mut child = Command::new(exe)
-        .args(["--base-url", base, "--json", "--retries", "0"])
-        .arg("--list")
-        .arg(list)
-        .arg("--dest")
-        .arg(run_dir.path().join("flags"))
-        .arg("--log-dir")
-        .arg(run_dir.path().join("logs"))
-        .args(setup.args())
-        .args(blur.map(|s| format!("--blur={s}")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| Error::Spawn(format!("cannot start {}: {e}", exe.display())))?;
-    let mut stdout = Vec::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_end(&mut stdout);
+}
+
+impl Runner {
+    /// Writes the list of `names` into a temporary directory for the runs to read.
+    pub fn new(
+        names: &[String],
+        base: String,
+        site: Option<Site>,
+        blur: Option<f32>,
+    ) -> Result<Runner, Error> {
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::Bench(format!("cannot find my own executable: {e}")))?;
+        let work = tempfile::tempdir().map_err(|source| Error::Unwritable {
+            what: "temporary directory",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let list = work.path().join("list.txt");
+        std::fs::write(&list, names.join("\n") + "\n").map_err(|source| Error::Unwritable {
+            what: "list",
+            path: list.clone(),
+            source,
+        })?;
+        Ok(Runner {
+            exe,
+            base,
+            site,
+            work,
+            list,
+            blur,
+        })
     }
-    let usage = wait_with_usage(child.id());
-    let (site_cpu_secs, site_delayed, (site_late_ms, site_late_p99_ms)) =
-        match site.zip(site_before) {
-            Some((site, (delayed, cpu))) => (
-                Some(site_cpu() - cpu),
-                Some(site.delayed() - delayed),
-                lateness_ms(site.late_us_since(delayed)),
-            ),
-            None => (None, None, (None, None)),
-        };
-    let report: serde_json::Value = serde_json::from_slice(&stdout)
-        .map_err(|e| Error::Bench(format!("a {} run printed no report: {e}", setup.mode)))?;
-    // A row must be what its label says (the report's `pin` is absent, so
-    // false, in reports of older versions).
-    if report["pin"].as_bool().unwrap_or(false) != setup.pin {
-        return Err(Error::Bench(format!(
-            "a {} run reported pin={}",
-            setup.mode, report["pin"]
-        )));
+
+    /// One run of `setup` in a child process, into a fresh dest.
+    pub fn run(&self, setup: &Setup) -> Result<Sample, Error> {
+        let run_dir =
+            tempfile::tempdir_in(self.work.path()).map_err(|source| Error::Unwritable {
+                what: "temporary directory",
+                path: self.work.path().to_path_buf(),
+                source,
+            })?;
+        // The site's CPU is this process's but for this thread's, which only
+        // starts the run and waits for it.
+        let site_cpu = || cpu_secs(libc::RUSAGE_SELF) - cpu_secs(libc::RUSAGE_THREAD);
+        let site_before = self.site.as_ref().map(|site| (site.delayed(), site_cpu()));
+        let mut child = Command::new(&self.exe)
+            .args(["--base-url", &self.base, "--json", "--retries", "0"])
+            .arg("--list")
+            .arg(&self.list)
+            .arg("--dest")
+            .arg(run_dir.path().join("flags"))
+            .arg("--log-dir")
+            .arg(run_dir.path().join("logs"))
+            .args(setup.args())
+            .args(self.blur.map(|s| format!("--blur={s}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                Error::Bench(format!(
+                    "cannot start a {} run of {}: {e}",
+                    setup.mode,
+                    self.exe.display()
+                ))
+            })?;
+        let mut stdout = Vec::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_end(&mut stdout);
+        }
+        let cpu_secs = wait_with_usage(child.id()).unwrap_or(0.0);
+        let (site_cpu_secs, site_delayed, (site_late_ms, site_late_p99_ms)) =
+            match self.site.as_ref().zip(site_before) {
+                Some((site, (delayed, cpu))) => (
+                    Some(site_cpu() - cpu),
+                    Some(site.delayed() - delayed),
+                    lateness_ms(site.late_us_since(delayed)),
+                ),
+                None => (None, None, (None, None)),
+            };
+        let report: RunReport = serde_json::from_slice(&stdout)
+            .map_err(|e| Error::Bench(format!("a {} run printed no report: {e}", setup.mode)))?;
+        // A row must be what its label says.
+        let info = &report.info;
+        if info.pin != setup.pin {
+            return Err(Error::Bench(format!(
+                "a {} run reported pin={}",
+                setup.mode, info.pin
+            )));
+        }
+        if (info.procs, info.threads) != (setup.procs, setup.threads) {
+            return Err(Error::Bench(format!(
+                "a {} {}x{} run reported {}x{}",
+                setup.mode, setup.procs, setup.threads, info.procs, info.threads
+            )));
+        }
+        // The largest process of the run, as each measured itself (see
+        // `flagmaster_worker::peak_rss_kb` for why not the rusage of the wait).
+        let peak_kb = report
+            .workers
+            .iter()
+            .filter_map(|w| w.peak_rss_kb)
+            .chain(report.master_peak_rss_kb)
+            .max()
+            .unwrap_or(0);
+        Ok(Sample {
+            secs: report.elapsed_secs,
+            ok: report.counts.ok as u64,
+            bytes: report.bytes,
+            cpu_secs,
+            peak_rss_mb: peak_kb as f64 / 1024.0,
+            blur_secs: report.blur_secs,
+            site_cpu_secs,
+            site_delayed,
+            site_late_ms,
+            site_late_p99_ms,
+        })
     }
-    let layout = (report["procs"].as_u64(), report["threads"].as_u64());
-    if layout != (Some(setup.procs.into()), Some(setup.threads.into())) {
-        return Err(Error::Bench(format!(
-            "a {} {}x{} run reported {}x{}",
-            setup.mode, setup.procs, setup.threads, report["procs"], report["threads"]
-        )));
-    }
-    let cpu_secs = usage.unwrap_or(0.0);
-    // The largest process of the run, as each measured itself (see
-    // `flagmaster_worker::peak_rss_kb` for why not the rusage of the wait).
-    let peak_kb = report["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|w| &w["peak_rss_kb"])
-        .chain([&report["master_peak_rss_kb"]])
-        .filter_map(serde_json::Value::as_u64)
-        .max()
-        .unwrap_or(0);
-    let peak_rss_mb = peak_kb as f64 / 1024.0;
-    Ok(Sample {
-        secs: report["elapsed_secs"].as_f64().unwrap_or(0.0),
-        ok: report["counts"]["ok"].as_u64().unwrap_or(0),
-        bytes: report["bytes"].as_u64().unwrap_or(0),
-        cpu_secs,
-        peak_rss_mb,
-        blur_secs: report["blur_secs"].as_f64(),
-        site_cpu_secs,
-        site_delayed,
-        site_late_ms,
-        site_late_p99_ms,
-    })
 }
 
 /// User + system CPU seconds of `who`: `RUSAGE_SELF` or `RUSAGE_THREAD`.

@@ -14,65 +14,31 @@ use crate::cli::BenchArgs;
 use crate::config::check_base_url;
 use crate::error::Error;
 use crate::list;
-use crate::site::SiteConfig;
+use crate::site::{Site, SiteConfig};
 
 pub use measure::Sample;
 pub use setups::{parse_hybrid, BenchMode, ModeParser, Setup};
 pub use table::{rows, Bench, Row};
 
-use measure::measure;
-use plot::{open_plot, write_plot};
+use measure::Runner;
+use plot::Plot;
 
 /// Runs the benchmark and prints its table (or JSON).
 pub fn run(args: BenchArgs) -> Result<u8, Error> {
     let names = bench_names(args.items.map(|n| n as usize));
     let setups = setups::fit(&args, names.len());
     // An unwritable plot must not cost minutes of measurements first.
-    let plot = match &args.plot {
-        Some(path) => Some((path.clone(), open_plot(path)?)),
-        None => None,
-    };
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Spawn(format!("cannot find my own executable: {e}")))?;
-    let (site, base, site_label, latency) = match &args.base_url {
-        Some(url) => (None, check_base_url(url)?, url.clone(), None),
-        None => {
-            let config = SiteConfig {
-                names: names.clone(),
-                delay_ms: args.delay_ms,
-                jitter_ms: args.jitter_ms,
-                error_rate: 0.0,
-                image_size: args.image_size,
-            };
-            let site = crate::site::start_loopback(config)?;
-            let base = site.base_url();
-            let (w, h) = args.image_size;
-            let label = format!(
-                "built-in, {}-{} ms latency, {w}x{h} px",
-                args.delay_ms,
-                args.delay_ms + args.jitter_ms
-            );
-            let mean = (args.delay_ms as f64 + args.jitter_ms as f64 / 2.0) / 1000.0;
-            (Some(site), base, label, Some(mean))
-        }
-    };
-    let work = tempfile::tempdir().map_err(|source| Error::Unwritable {
-        what: "temporary directory",
-        path: std::env::temp_dir(),
-        source,
-    })?;
-    let list_path = work.path().join("list.txt");
-    std::fs::write(&list_path, names.join("\n") + "\n").map_err(|source| Error::Unwritable {
-        what: "list",
-        path: list_path.clone(),
-        source,
-    })?;
+    let plot = args.plot.as_deref().map(Plot::create).transpose()?;
+    let target = target(&args, &names)?;
+    let runner = Runner::new(&names, target.base.clone(), target.site, args.blur)?;
     let blur_note = args
         .blur
         .map_or_else(String::new, |s| format!(", --blur {s}"));
     eprintln!(
-        "bench: {} items from {base} ({site_label}), {} round(s) of every setup after a warm-up round{blur_note}",
+        "bench: {} items from {} ({}), {} round(s) of every setup after a warm-up round{blur_note}",
         names.len(),
+        target.base,
+        target.label,
         args.runs
     );
     // In turn: a warm-up round, then run r of every setup before run r+1 of
@@ -83,15 +49,7 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         setups.into_iter().map(|s| (s, Vec::new())).collect();
     for run in 0..=args.runs {
         for (setup, samples) in &mut measured {
-            let sample = measure(
-                &exe,
-                setup,
-                &base,
-                site.as_ref(),
-                &list_path,
-                work.path(),
-                args.blur,
-            )?;
+            let sample = runner.run(setup)?;
             if run > 0 {
                 eprintln!(
                     "bench: {} {}x{} run {run}: {:.3} s, {} ok",
@@ -104,10 +62,10 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
     let bench = Bench {
         items: names.len(),
         runs: args.runs,
-        site: site_label,
-        mean_latency_secs: latency,
+        site: target.label,
+        mean_latency_secs: target.mean_latency_secs,
         blur_sigma: args.blur,
-        rows: rows(names.len(), latency, measured),
+        rows: rows(names.len(), target.mean_latency_secs, measured),
     };
     let out = if args.json {
         serde_json::to_string_pretty(&bench).unwrap_or_default() + "\n"
@@ -115,8 +73,8 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         bench.table(args.markdown)
     };
     print!("{out}");
-    if let Some((path, file)) = plot {
-        write_plot(&bench, &path, file)?;
+    if let Some(plot) = plot {
+        let path = plot.write(&bench)?;
         eprintln!("bench: chart written to {}", path.display());
     }
     let complete = bench
@@ -127,6 +85,48 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         crate::exit::OK
     } else {
         crate::exit::SOME_FAILED
+    })
+}
+
+/// Where the runs download from.
+struct Target {
+    /// The built-in site, started by the bench; none with `--base-url`.
+    site: Option<Site>,
+    base: String,
+    /// The site, as the table's title names it.
+    label: String,
+    /// The built-in site's mean latency, in seconds.
+    mean_latency_secs: Option<f64>,
+}
+
+/// `--base-url`, or the built-in site started on loopback with the bench's
+/// latency and image size, serving `names`.
+fn target(args: &BenchArgs, names: &[String]) -> Result<Target, Error> {
+    if let Some(url) = &args.base_url {
+        return Ok(Target {
+            site: None,
+            base: check_base_url(url)?,
+            label: url.clone(),
+            mean_latency_secs: None,
+        });
+    }
+    let site = crate::site::start_loopback(SiteConfig {
+        names: names.to_vec(),
+        delay_ms: args.delay_ms,
+        jitter_ms: args.jitter_ms,
+        error_rate: 0.0,
+        image_size: args.image_size,
+    })?;
+    let (w, h) = args.image_size;
+    Ok(Target {
+        base: site.base_url(),
+        site: Some(site),
+        label: format!(
+            "built-in, {}-{} ms latency, {w}x{h} px",
+            args.delay_ms,
+            args.delay_ms + args.jitter_ms
+        ),
+        mean_latency_secs: Some((args.delay_ms as f64 + args.jitter_ms as f64 / 2.0) / 1000.0),
     })
 }
 
