@@ -283,8 +283,8 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Measured runs per setup, after a warm-up run of each; the setups take
-    /// turns, one run of each per round.
+    /// Measured runs per setup, after a short warm-up run of each (4 items
+    /// per worker loop); the setups take turns, one run of each per round.
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     pub runs: u64,

@@ -94,8 +94,9 @@ impl Runner {
         })
     }
 
-    /// One run of `setup` in a child process, into a fresh dest.
-    pub fn run(&self, setup: &Setup) -> Result<Sample, Error> {
+    /// One run of `setup` in a child process, into a fresh dest: of the whole
+    /// list, or of its first `limit` items.
+    pub fn run(&self, setup: &Setup, limit: Option<usize>) -> Result<Sample, Error> {
         let run_dir =
             tempfile::tempdir_in(self.work.path()).map_err(|source| Error::Unwritable {
                 what: "temporary directory",
@@ -115,6 +116,7 @@ impl Runner {
             .arg("--log-dir")
             .arg(run_dir.path().join("logs"))
             .args(setup.args())
+            .args(limit.map(|n| format!("--limit={n}")))
             .args(self.blur.map(|s| format!("--blur={s}")))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

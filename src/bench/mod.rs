@@ -1,9 +1,13 @@
 //! `flagmaster bench`: the classic comparison, measured. The same workload is
 //! downloaded serially, with a thread pool, with worker processes and with
-//! processes x threads, a warm-up round and then `--runs` rounds, one run of
-//! each setup per round, every run a fresh `flagmaster` process into a fresh
-//! dest, against the built-in DELAY site (or `--base-url`). The table is pure
-//! arithmetic over the samples.
+//! processes x threads: a short warm-up run of each setup, then `--runs`
+//! rounds, one run of each setup per round, every run a fresh `flagmaster`
+//! process into a fresh dest, against the built-in DELAY site (or
+//! `--base-url`). The table is pure arithmetic over the samples.
+//!
+//! `setups.rs` names the setups and gives their runs' arguments, `measure.rs`
+//! runs one and measures it, `table.rs` folds the samples into rows and
+//! prints them, `plot.rs` draws them.
 
 mod measure;
 mod plot;
@@ -35,28 +39,36 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         .blur
         .map_or_else(String::new, |s| format!(", --blur {s}"));
     eprintln!(
-        "bench: {} items from {} ({}), {} round(s) of every setup after a warm-up round{blur_note}",
+        "bench: {} items from {} ({}), {} round(s) of every setup, each warmed up \
+         first on {} items per worker loop{blur_note}",
         names.len(),
         target.base,
         target.label,
-        args.runs
+        args.runs,
+        setups::WARM_UP_ITEMS_PER_LOOP,
     );
-    // In turn: a warm-up round, then run r of every setup before run r+1 of
-    // any. A machine's speed drifts (on this project's, by several percent
-    // within an hour), and all of one setup's runs in a row would give each
-    // setup its own stretch of the drift.
+    for setup in &setups {
+        let items = setup.warm_up_items(names.len());
+        let warm = runner.run(setup, Some(items))?;
+        eprintln!(
+            "bench: {} {}x{} warm-up on {items} items: {:.3} s, {} ok",
+            setup.mode, setup.procs, setup.threads, warm.secs, warm.ok
+        );
+    }
+    // In turn: run r of every setup before run r+1 of any. A machine's speed
+    // drifts (on this project's, by several percent within an hour), and all
+    // of one setup's runs in a row would give each setup its own stretch of
+    // the drift.
     let mut measured: Vec<(Setup, Vec<Sample>)> =
         setups.into_iter().map(|s| (s, Vec::new())).collect();
-    for run in 0..=args.runs {
+    for run in 1..=args.runs {
         for (setup, samples) in &mut measured {
-            let sample = runner.run(setup)?;
-            if run > 0 {
-                eprintln!(
-                    "bench: {} {}x{} run {run}: {:.3} s, {} ok",
-                    setup.mode, setup.procs, setup.threads, sample.secs, sample.ok
-                );
-                samples.push(sample);
-            }
+            let sample = runner.run(setup, None)?;
+            eprintln!(
+                "bench: {} {}x{} run {run}: {:.3} s, {} ok",
+                setup.mode, setup.procs, setup.threads, sample.secs, sample.ok
+            );
+            samples.push(sample);
         }
     }
     let bench = Bench {

@@ -106,6 +106,13 @@ pub fn parse_hybrid(s: &str) -> Result<(u32, u32), String> {
         .ok_or_else(|| "expected PxT, e.g. 4x8".to_string())
 }
 
+/// Items per worker loop of a warm-up run: enough for every loop to start,
+/// connect and fetch a few, so that the measured runs find the executable, the
+/// site and the machine warm; and a few seconds at most, where a warm-up of the
+/// whole workload took as long as a measured run (serially, the items times
+/// the site's mean latency).
+pub const WARM_UP_ITEMS_PER_LOOP: usize = 4;
+
 /// One configuration to measure: a mode and the layout its runs have.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Setup {
@@ -128,6 +135,13 @@ impl Setup {
 
     pub fn concurrency(&self) -> u32 {
         self.procs * self.threads
+    }
+
+    /// Items of this setup's warm-up run, of a workload of `items`: the first
+    /// [`WARM_UP_ITEMS_PER_LOOP`] per worker loop. Never fewer than the loops,
+    /// so the run keeps the setup's layout (`config::fit_layout`).
+    pub fn warm_up_items(&self, items: usize) -> usize {
+        items.min(WARM_UP_ITEMS_PER_LOOP * self.concurrency() as usize)
     }
 
     /// The arguments of a run of this setup.
@@ -190,6 +204,21 @@ mod tests {
             setup("proc-pinned", 2, 1).args(),
             ["--mode", "proc", "--procs", "2", "--threads", "1", "--pin"]
         );
+    }
+
+    #[test]
+    fn warm_up_runs_are_short_and_keep_the_layout() {
+        assert_eq!(setup("serial", 1, 1).warm_up_items(2000), 4);
+        assert_eq!(setup("threads", 1, 8).warm_up_items(2000), 32);
+        assert_eq!(setup("hybrid", 4, 8).warm_up_items(2000), 128);
+        assert_eq!(setup("threads", 1, 3).warm_up_items(12), 12);
+        for items in [1, 5, 12, 100, 2000] {
+            for (p, t) in [(1, 1), (1, 8), (8, 1), (4, 8), (3, 3), (1000, 1)] {
+                let (p, t) = fit_layout(p, t, items);
+                let warm = setup("hybrid", p, t).warm_up_items(items);
+                assert_eq!(fit_layout(p, t, warm), (p, t), "{p}x{t} on {items}");
+            }
+        }
     }
 
     #[test]
