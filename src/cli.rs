@@ -284,8 +284,8 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Measured runs per setup, after a warm-up run of each; the setups take
-    /// turns, one run of each per round.
+    /// Measured runs per setup, after a short warm-up run of each (4 items
+    /// per worker loop); the setups take turns, one run of each per round.
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     pub runs: u64,
@@ -295,14 +295,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub items: Option<u64>,
 
-    /// Setups to measure, in order: serial, threads, proc, hybrid, and
-    /// proc-pinned or hybrid-pinned for those with --pin.
+    /// Setups to measure, in order, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "serial,threads,proc,hybrid"
+        default_value = "serial,threads,proc,hybrid",
+        value_parser = crate::bench::ModeParser
     )]
-    pub modes: Vec<String>,
+    pub modes: Vec<crate::bench::BenchMode>,
 
     /// Worker processes of the proc setup.
     #[arg(long, value_name = "N", default_value_t = 8,
@@ -315,8 +315,8 @@ pub struct BenchArgs {
     pub threads: u32,
 
     /// Processes x threads of the hybrid setup.
-    #[arg(long, value_name = "PxT", default_value = "4x8")]
-    pub hybrid: String,
+    #[arg(long, value_name = "PxT", default_value = "4x8", value_parser = crate::bench::parse_hybrid)]
+    pub hybrid: (u32, u32),
 
     /// Latency of the built-in site: a fixed delay, in milliseconds...
     #[arg(long, value_name = "MS", default_value_t = 100)]

@@ -24,7 +24,6 @@ pub mod master;
 #[allow(unsafe_code)]
 mod os;
 pub mod plan;
-pub mod plot;
 pub mod polite;
 pub mod report;
 pub mod run;

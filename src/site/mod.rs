@@ -30,7 +30,7 @@ mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -46,6 +46,8 @@ use axum::Router;
 use tokio::sync::oneshot;
 
 pub use faults::{Fault, FaultConfig};
+
+use crate::error::Error;
 
 /// Where the flags live on the site, as on the real one.
 pub const FLAGS_PATH: &str = "/images/pictures/flags96";
@@ -179,6 +181,25 @@ impl Shared {
         (config.error_rate > 0.0 && fastrand::f64() < config.error_rate)
             .then(|| (StatusCode::SERVICE_UNAVAILABLE, "simulated error\n").into_response())
     }
+}
+
+/// Starts the site for a run or a bench of this process: on 127.0.0.1, on a
+/// free port, without faults.
+pub fn start_loopback(config: SiteConfig) -> Result<Site, Error> {
+    start_on(
+        config,
+        FaultConfig::default(),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+    )
+}
+
+/// Starts the site on `bind` with `faults` (`flagmaster serve`); a failure is
+/// a set-up error that names the address.
+pub fn start_on(config: SiteConfig, faults: FaultConfig, bind: SocketAddr) -> Result<Site, Error> {
+    Site::start_with_faults(config, faults, bind).map_err(|source| Error::Site {
+        addr: bind.to_string(),
+        source,
+    })
 }
 
 /// A running site. Dropping it stops the server.
@@ -549,13 +570,4 @@ pub fn describe(config: &SiteConfig) -> String {
         text += &format!(", {w}x{h} px");
     }
     text
-}
-
-/// Starts the site on 127.0.0.1, on a port of the system's choosing.
-pub fn start_loopback(config: SiteConfig) -> Result<Site, crate::error::Error> {
-    let bind = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
-    Site::start(config, bind).map_err(|source| crate::error::Error::Site {
-        addr: bind.to_string(),
-        source,
-    })
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use super::{FaultConfig, Site, SiteConfig};
+use super::{FaultConfig, SiteConfig};
 use crate::cli::ServeArgs;
 use crate::error::Error;
 use crate::input::list;
@@ -34,10 +34,7 @@ pub fn run(args: ServeArgs) -> Result<u8, Error> {
         description += &format!(", fault {fault}");
     }
     let bind = SocketAddr::new(args.bind, args.port);
-    let site = Site::start_with_faults(config, faults, bind).map_err(|source| Error::Site {
-        addr: bind.to_string(),
-        source,
-    })?;
+    let site = super::start_on(config, faults, bind)?;
     // Whoever started us may read only the first line and close the pipe; that
     // must not stop the site.
     let mut stdout = std::io::stdout().lock();

@@ -3,8 +3,15 @@
 //! drawn with plotters' SVG backend (no font files needed: SVG text is laid
 //! out by whoever displays it).
 
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::table::Bench;
+use crate::error::Error;
 
 /// One bar: a setup's label and its times in seconds.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,6 +109,64 @@ fn draw(svg: &mut String, title: &str, bars: &[Bar]) -> Result<(), Box<dyn std::
     }))?;
     root.present()?;
     Ok(())
+}
+
+/// The `--plot` file, created before any measurement so that a bad path is a
+/// usage error at once; the chart is written into it at the end.
+pub struct Plot {
+    path: PathBuf,
+    file: File,
+}
+
+impl Plot {
+    pub fn create(path: &Path) -> Result<Plot, Error> {
+        let svg = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        if !svg {
+            return Err(Error::Usage(format!(
+                "bad --plot {}: the chart is SVG, name it FILE.svg",
+                path.display()
+            )));
+        }
+        let file = File::create(path).map_err(|source| Error::Unwritable {
+            what: "--plot",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Plot {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Draws the medians of `bench` into the file, and returns its path.
+    pub fn write(mut self, bench: &Bench) -> Result<PathBuf, Error> {
+        let bars: Vec<Bar> = bench
+            .rows
+            .iter()
+            .map(|r| Bar {
+                label: format!("{} {}x{}", r.setup.mode, r.setup.procs, r.setup.threads),
+                median: r.median_secs,
+                min: r.min_secs,
+                max: r.max_secs,
+            })
+            .collect();
+        let mut title = format!("flagmaster bench: {} items, {}", bench.items, bench.site);
+        if let Some(sigma) = bench.blur_sigma {
+            title += &format!(", --blur {sigma}");
+        }
+        let svg = bar_chart_svg(&title, &bars).map_err(Error::Bench)?;
+        self.file
+            .write_all(svg.as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|source| Error::Unwritable {
+                what: "--plot",
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(self.path)
+    }
 }
 
 #[cfg(test)]
