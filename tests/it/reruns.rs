@@ -3,7 +3,7 @@
 //! broken ones; `--if-changed` asks for every file and turns 304 into a skip,
 //! from the sidecar's validators or the file's mtime.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

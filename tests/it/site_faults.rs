@@ -3,7 +3,7 @@
 //! socket where ureq would hide it (decompression, a short body). Every wait
 //! is bounded by a client timeout of at most a few seconds.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

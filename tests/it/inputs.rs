@@ -1,7 +1,7 @@
 //! Hostile and unusual input on the download side: unsafe names, Unicode
 //! names, secret headers, and a worker process that stops answering.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -3,7 +3,7 @@
 //! processes alike. Checked from the server's side: the built-in site records
 //! when each flag request arrived and how many it was answering at once.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

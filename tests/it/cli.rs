@@ -1,6 +1,6 @@
 //! Bad input: one clear line on stderr, exit status 2, no panic, nothing written.
 
-mod common;
+use crate::common;
 
 use common::{stderr, Work};
 

@@ -3,7 +3,7 @@
 //! picture's dimensions and differs from it; a picture that does not decode
 //! is an ERROR with its reason and leaves nothing behind.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

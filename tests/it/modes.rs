@@ -1,7 +1,7 @@
 //! The three modes (and hybrid proc x threads) against the real built-in site:
 //! files on disk, reported figures and logs must all agree.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

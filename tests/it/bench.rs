@@ -1,6 +1,6 @@
 //! `flagmaster bench` end to end, on a tiny workload against the built-in site.
 
-mod common;
+use crate::common;
 
 use common::{stderr, stdout, Site, Work};
 

@@ -1,7 +1,7 @@
 //! Worker processes that die: the run still accounts for every item, and a
 //! killed master leaves no worker behind.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! logs agree, the site saw exactly the expected retries, and nothing partial
 //! or temporary is left in the destination.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! What a run shows while it goes: the progress bar in a pseudo-terminal (and
 //! never in a pipe), `--verbose` lines, `--quiet`.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

@@ -3,7 +3,7 @@
 //! cover it exactly once in every mode, the same on every run and whichever
 //! scheduler's variables name the shard; their reports merge into the whole.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! `--urls`, `--listing` (Picsum-like and Imgur-like, `--pick`, `--type`,
 //! `--header`) and `--template` (Fluent Python's layout), in every mode.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -1,0 +1,18 @@
+//! flagmaster's integration tests, in one binary so that a build links them
+//! once: the real binary against the real built-in site on 127.0.0.1, in
+//! every mode, checking files on disk, reported figures and logs.
+
+mod bench;
+mod blur;
+mod cli;
+mod common;
+mod faults;
+mod inputs;
+mod modes;
+mod polite;
+mod processes;
+mod progress;
+mod reruns;
+mod shards;
+mod site_faults;
+mod sources;
