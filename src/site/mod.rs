@@ -183,6 +183,26 @@ impl Shared {
     }
 }
 
+/// `197 flags, 100-300 ms latency, 25% errors`: what a site serves.
+pub fn describe(config: &SiteConfig) -> String {
+    let mut text = format!("{} flags", config.names.len());
+    if config.delay_ms > 0 || config.jitter_ms > 0 {
+        text += &format!(
+            ", {}-{} ms latency",
+            config.delay_ms,
+            config.delay_ms + config.jitter_ms
+        );
+    }
+    if config.error_rate > 0.0 {
+        text += &format!(", {:.0}% errors", config.error_rate * 100.0);
+    }
+    if config.image_size != (flag::WIDTH, flag::HEIGHT) {
+        let (w, h) = config.image_size;
+        text += &format!(", {w}x{h} px");
+    }
+    text
+}
+
 /// Starts the site for a run or a bench of this process: on 127.0.0.1, on a
 /// free port, without faults.
 pub fn start_loopback(config: SiteConfig) -> Result<Site, Error> {
@@ -550,24 +570,4 @@ mod tests {
             assert!(late.iter().all(|us| us.is_u64()), "{stats}");
         }
     }
-}
-
-/// `197 flags, 100-300 ms latency, 25% errors`: what a site serves.
-pub fn describe(config: &SiteConfig) -> String {
-    let mut text = format!("{} flags", config.names.len());
-    if config.delay_ms > 0 || config.jitter_ms > 0 {
-        text += &format!(
-            ", {}-{} ms latency",
-            config.delay_ms,
-            config.delay_ms + config.jitter_ms
-        );
-    }
-    if config.error_rate > 0.0 {
-        text += &format!(", {:.0}% errors", config.error_rate * 100.0);
-    }
-    if config.image_size != (flag::WIDTH, flag::HEIGHT) {
-        let (w, h) = config.image_size;
-        text += &format!(", {w}x{h} px");
-    }
-    text
 }
