@@ -210,7 +210,7 @@ pub fn parse_header(header: &str) -> Result<(String, String), Error> {
 
 /// Room for `--header`s in a request head: the worker's output buffer holds
 /// the whole head (request line, our own headers, these), see
-/// `flagmaster_worker::fetch::OUTPUT_BUFFER`.
+/// `flagmaster_worker::http::OUTPUT_BUFFER`.
 const MAX_HEADER_BYTES: usize = 8 * 1024;
 
 fn parse_headers(headers: &[String]) -> Result<Vec<(String, String)>, Error> {

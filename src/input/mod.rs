@@ -13,7 +13,6 @@
 //! `/id/0/5000/3333`), the worker adds one from the response's Content-Type.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use flagmaster_worker::protocol::{FetchSettings, Item};
 use flagmaster_worker::save::extension_for_type;
@@ -466,16 +465,7 @@ impl Listing {
 
 /// GETs a listing with the run's headers and time limits.
 fn fetch_listing(url: &str, fetch: &FetchSettings) -> Result<Value, String> {
-    let mut config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .user_agent(concat!("flagmaster/", env!("CARGO_PKG_VERSION")))
-        .timeout_global(Some(Duration::from_millis(fetch.timeout_ms)))
-        .timeout_connect(Some(Duration::from_millis(fetch.connect_timeout_ms)))
-        .timeout_per_read(Some(Duration::from_millis(fetch.read_timeout_ms)));
-    if !fetch.env_proxy {
-        config = config.proxy(None);
-    }
-    let agent: ureq::Agent = config.build().into();
+    let agent = flagmaster_worker::http::agent(flagmaster_worker::http::config(fetch));
     let mut request = agent.get(url);
     for (name, value) in &fetch.headers {
         request = request.header(name, value);

@@ -15,20 +15,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use std::net::{IpAddr, SocketAddr};
-
-use ureq::config::Config;
 use ureq::http::header::{
     CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     LAST_MODIFIED, RETRY_AFTER,
 };
 use ureq::http::HeaderMap;
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 use crate::blur;
+use crate::http;
 use crate::log::LogFile;
 use crate::polite::{host_key, Gate};
 use crate::protocol::{FetchSettings, Item, ItemReport, Status, Validators};
@@ -41,11 +36,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How much of an item's time may be gone before its attempt gets a timeout
 /// of its own (see `attempt`): what a deadline may be overrun by.
 const BUDGET_SLACK: Duration = Duration::from_millis(1);
-/// Hosts an agent keeps an idle connection to.
-const IDLE_HOSTS: usize = 10;
-/// Buffers of each connection (see `Fetcher::new`).
-const INPUT_BUFFER: usize = 32 * 1024;
-pub const OUTPUT_BUFFER: usize = 16 * 1024;
 /// How much of an error body is read to keep the connection reusable.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 /// Longest `ETag` / `Last-Modified` kept for the next run; real ones are tens
@@ -107,42 +97,7 @@ impl Attempt {
 
 impl Fetcher {
     pub fn new(settings: FetchSettings, dest: PathBuf) -> Fetcher {
-        let timeout = Duration::from_millis(settings.timeout_ms);
-        let mut config = Agent::config_builder()
-            .http_status_as_error(false)
-            .user_agent(concat!("flagmaster/", env!("CARGO_PKG_VERSION")))
-            .timeout_global(Some(timeout))
-            .timeout_connect(Some(
-                Duration::from_millis(settings.connect_timeout_ms).min(timeout),
-            ))
-            .timeout_recv_response(Some(timeout))
-            .timeout_per_read(Some(Duration::from_millis(settings.read_timeout_ms)))
-            // A stalled write is bounded like a stalled read. Without a
-            // per-write bound the socket's send timeout would be the rest of
-            // the item's budget, different on every request: a setsockopt
-            // each time.
-            .timeout_per_write(Some(Duration::from_millis(settings.read_timeout_ms)))
-            // ureq's 128 KiB per direction and connection is zeroed on first
-            // use: with 256 connections that was 64 MB of page faults, the
-            // largest CPU cost of starting a run. A request head fits in
-            // 16 KiB (`--header`s are capped at 8 KiB), and a 32 KiB input
-            // buffer still reads a small file in one or two calls; it grows
-            // if a response head needs more.
-            .input_buffer_size(INPUT_BUFFER)
-            .output_buffer_size(OUTPUT_BUFFER)
-            // An agent serves one thread (see `for_thread`), which holds one
-            // connection at a time: one idle connection per host is enough,
-            // for a few hosts.
-            .max_idle_connections(IDLE_HOSTS)
-            .max_idle_connections_per_host(1);
-        if !settings.env_proxy {
-            config = config.proxy(None);
-        }
-        let agent = Agent::with_parts(
-            config.build(),
-            DefaultConnector::default(),
-            IpLiteralResolver::default(),
-        );
+        let agent = http::agent(http::config(&settings));
         // An absolute dest spares the temporary-file code a getcwd per item.
         let dest = std::path::absolute(&dest).unwrap_or(dest);
         Fetcher {
@@ -161,11 +116,7 @@ impl Fetcher {
     /// its own reuses connections just as well.
     pub fn for_thread(&self) -> Fetcher {
         Fetcher {
-            agent: Agent::with_parts(
-                self.agent.config().clone(),
-                DefaultConnector::default(),
-                IpLiteralResolver::default(),
-            ),
+            agent: http::agent(self.agent.config().clone()),
             ..self.clone()
         }
     }
@@ -433,45 +384,6 @@ impl Fetcher {
             }
         }
     }
-}
-
-/// ureq resolves the host before every request, pooled connection or not,
-/// and once any timeout is set it resolves on a new thread: one thread per
-/// request, which costs more than the request itself on a fast site. An IP
-/// literal needs no lookup, so it is answered here at once; names still go
-/// through ureq's resolver, with its timeout. (`unversioned` API: pinned by
-/// Cargo.lock, revisit on ureq upgrades.)
-#[derive(Debug, Default)]
-struct IpLiteralResolver(DefaultResolver);
-
-impl Resolver for IpLiteralResolver {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        match literal_addr(uri) {
-            Some(addr) => {
-                let mut addrs = self.empty();
-                addrs.push(addr);
-                Ok(addrs)
-            }
-            None => self.0.resolve(uri, config, timeout),
-        }
-    }
-}
-
-/// The socket address of a URI whose host is an IP address.
-fn literal_addr(uri: &Uri) -> Option<SocketAddr> {
-    let ip: IpAddr = uri.host()?.trim_matches(['[', ']']).parse().ok()?;
-    let port = match (uri.port_u16(), uri.scheme_str()) {
-        (Some(port), _) => port,
-        (None, Some("http")) => 80,
-        (None, Some("https")) => 443,
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 fn log_attempt(

@@ -15,6 +15,7 @@ pub mod blur;
 pub mod child;
 pub mod fetch;
 pub mod host;
+pub mod http;
 pub mod log;
 #[allow(unsafe_code)]
 mod os;

@@ -1,0 +1,106 @@
+//! The HTTP client of every request flagmaster makes: one ureq configuration
+//! (every timeout set, statuses as outcomes, small buffers, the proxy only
+//! off this machine) and the agents built on it, for the workers' fetches and
+//! the master's listing alike.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::Agent;
+
+use crate::protocol::FetchSettings;
+
+/// Hosts an agent keeps an idle connection to.
+const IDLE_HOSTS: usize = 10;
+/// Buffers of each connection (see `config`).
+const INPUT_BUFFER: usize = 32 * 1024;
+pub const OUTPUT_BUFFER: usize = 16 * 1024;
+
+/// The client configuration of a run. Every timeout is set: ureq's default
+/// for each is none, and a stalled server would hang a worker.
+pub fn config(settings: &FetchSettings) -> Config {
+    let timeout = Duration::from_millis(settings.timeout_ms);
+    let mut config = Agent::config_builder()
+        .http_status_as_error(false)
+        .user_agent(concat!("flagmaster/", env!("CARGO_PKG_VERSION")))
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(
+            Duration::from_millis(settings.connect_timeout_ms).min(timeout),
+        ))
+        .timeout_recv_response(Some(timeout))
+        .timeout_per_read(Some(Duration::from_millis(settings.read_timeout_ms)))
+        // A stalled write is bounded like a stalled read. Without a
+        // per-write bound the socket's send timeout would be the rest of
+        // the item's budget, different on every request: a setsockopt
+        // each time.
+        .timeout_per_write(Some(Duration::from_millis(settings.read_timeout_ms)))
+        // ureq's 128 KiB per direction and connection is zeroed on first
+        // use: with 256 connections that was 64 MB of page faults, the
+        // largest CPU cost of starting a run. A request head fits in
+        // 16 KiB (`--header`s are capped at 8 KiB), and a 32 KiB input
+        // buffer still reads a small file in one or two calls; it grows
+        // if a response head needs more.
+        .input_buffer_size(INPUT_BUFFER)
+        .output_buffer_size(OUTPUT_BUFFER)
+        // An agent serves one thread (see `Fetcher::for_thread`), which holds one
+        // connection at a time: one idle connection per host is enough,
+        // for a few hosts.
+        .max_idle_connections(IDLE_HOSTS)
+        .max_idle_connections_per_host(1);
+    if !settings.env_proxy {
+        config = config.proxy(None);
+    }
+    config.build()
+}
+
+/// An agent with a connection pool of its own over `config`.
+pub fn agent(config: Config) -> Agent {
+    Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        IpLiteralResolver::default(),
+    )
+}
+
+/// ureq resolves the host before every request, pooled connection or not,
+/// and once any timeout is set it resolves on a new thread: one thread per
+/// request, which costs more than the request itself on a fast site. An IP
+/// literal needs no lookup, so it is answered here at once; names still go
+/// through ureq's resolver, with its timeout. (`unversioned` API: pinned by
+/// Cargo.lock, revisit on ureq upgrades.)
+#[derive(Debug, Default)]
+struct IpLiteralResolver(DefaultResolver);
+
+impl Resolver for IpLiteralResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match literal_addr(uri) {
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+/// The socket address of a URI whose host is an IP address.
+fn literal_addr(uri: &Uri) -> Option<SocketAddr> {
+    let ip: IpAddr = uri.host()?.trim_matches(['[', ']']).parse().ok()?;
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some("http")) => 80,
+        (None, Some("https")) => 443,
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
