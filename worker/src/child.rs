@@ -2,12 +2,14 @@
 //! re-executes its own binary with.
 //!
 //! Handshake: connect to the master's one-shot server, send `Hello` with our
-//! own command sender, receive `Setup`. Then `threads` threads run the worker
-//! loop. One pump thread owns the IPC receiver and forwards every answer to a
-//! local channel that idle threads take from; since every `Want` gets exactly
-//! one answer, it does not matter which idle thread takes which answer. When
-//! the master disappears the pump notices at once and the process exits, so a
-//! killed master leaves no orphan workers behind.
+//! own command sender, receive `Setup`. Then [`crate::host`] runs `threads`
+//! loops over this process's transport: `Want`s go straight to the master;
+//! one pump thread owns the IPC receiver and forwards every answer to a local
+//! channel that idle loops take from (every `Want` gets exactly one answer,
+//! so it does not matter which idle loop takes which); one reporter thread
+//! batches the loops' reports into `Items` messages. When the master
+//! disappears the pump notices at once and the process exits, so a killed
+//! master leaves no orphan workers behind.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
