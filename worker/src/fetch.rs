@@ -519,21 +519,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ip_literals_need_no_lookup() {
-        let addr = |u: &str| literal_addr(&u.parse().unwrap());
-        assert_eq!(
-            addr("http://127.0.0.1:8000/x"),
-            Some("127.0.0.1:8000".parse().unwrap())
-        );
-        assert_eq!(addr("http://[::1]/x"), Some("[::1]:80".parse().unwrap()));
-        assert_eq!(
-            addr("https://10.0.0.1/x"),
-            Some("10.0.0.1:443".parse().unwrap())
-        );
-        assert_eq!(addr("https://example.org/x"), None);
-    }
-
-    #[test]
     fn retry_after_seconds_and_dates() {
         let now = httpdate::parse_http_date("Sun, 22 Nov 2026 10:00:00 GMT").unwrap();
         assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));

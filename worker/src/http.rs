@@ -104,3 +104,23 @@ fn literal_addr(uri: &Uri) -> Option<SocketAddr> {
     };
     Some(SocketAddr::new(ip, port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literals_need_no_lookup() {
+        let addr = |u: &str| literal_addr(&u.parse().unwrap());
+        assert_eq!(
+            addr("http://127.0.0.1:8000/x"),
+            Some("127.0.0.1:8000".parse().unwrap())
+        );
+        assert_eq!(addr("http://[::1]/x"), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(
+            addr("https://10.0.0.1/x"),
+            Some("10.0.0.1:443".parse().unwrap())
+        );
+        assert_eq!(addr("https://example.org/x"), None);
+    }
+}
