@@ -31,9 +31,10 @@ const DEFAULT_PROCS: u32 = 8;
 /// The pool of threads mode without `--threads`.
 const DEFAULT_POOL: u32 = 8;
 
-/// Where the files come from.
+/// The server the items are fetched from (the items themselves are
+/// [`crate::input::Input`]).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Source {
+pub enum Server {
     /// The built-in site, started inside the run on 127.0.0.1.
     Builtin(ServerKind),
     /// A site at this base URL (REMOTE or `--base-url`).
@@ -60,7 +61,7 @@ pub struct RunConfig {
     /// Options given that the chosen mode does not use, as warnings.
     pub ignored: Vec<String>,
     pub list_label: String,
-    pub source: Source,
+    pub server: Server,
     pub dest: PathBuf,
     pub log_dir: PathBuf,
     /// `--chunk-size`; `None` for the automatic size (see [`crate::plan::Chunking`]).
@@ -82,17 +83,17 @@ impl RunConfig {
     pub fn from_args(args: RunArgs) -> Result<RunConfig, Error> {
         let (input, duplicates, list_label) = input::from_args(&args)?;
         let explicit_site = args.base_url.is_some() || args.server.is_some();
-        let source = match (&args.base_url, args.server.unwrap_or(ServerKind::Delay)) {
-            _ if !explicit_site && !input.uses_site() => Source::Direct,
-            (Some(url), _) => Source::Url {
+        let server = match (&args.base_url, args.server.unwrap_or(ServerKind::Delay)) {
+            _ if !explicit_site && !input.uses_site() => Server::Direct,
+            (Some(url), _) => Server::Url {
                 label: "custom".into(),
                 base: url::check_base_url(url)?,
             },
-            (None, ServerKind::Remote) => Source::Url {
+            (None, ServerKind::Remote) => Server::Url {
                 label: "REMOTE".into(),
                 base: REMOTE_BASE.into(),
             },
-            (None, kind) => Source::Builtin(kind),
+            (None, kind) => Server::Builtin(kind),
         };
 
         // Checked here rather than by clap, whose message for a missing
@@ -124,12 +125,12 @@ impl RunConfig {
             ),
         };
         let ignored = ignored_options(&args);
-        // Refined once the items are known (see `source::all_loopback`).
-        let env_proxy = match (&source, &input) {
-            (Source::Builtin(_), _) => false,
-            (Source::Url { base, .. }, _) => !url::is_loopback_url(base),
-            (Source::Direct, Input::Listing(listing)) => !url::is_loopback_url(&listing.url),
-            (Source::Direct, _) => true,
+        // Refined once the items are known (see `crate::plan::Plan::new`).
+        let env_proxy = match (&server, &input) {
+            (Server::Builtin(_), _) => false,
+            (Server::Url { base, .. }, _) => !url::is_loopback_url(base),
+            (Server::Direct, Input::Listing(listing)) => !url::is_loopback_url(&listing.url),
+            (Server::Direct, _) => true,
         };
         let timeout_ms = (args.timeout * 1000.0).round() as u64;
         Ok(RunConfig {
@@ -142,7 +143,7 @@ impl RunConfig {
             duplicates,
             ignored,
             list_label,
-            source,
+            server,
             dest: args.dest,
             log_dir: args.log_dir,
             chunk_size: args.chunk_size.map(|n| n as usize),

@@ -15,7 +15,7 @@ use flagmaster_worker::protocol::Item;
 use flagmaster_worker::save::remove_leftovers;
 
 use crate::cli::{RunArgs, ServerKind};
-use crate::config::{RunConfig, Source};
+use crate::config::{RunConfig, Server};
 use crate::error::Error;
 use crate::input::{self, list, rerun, shard};
 use crate::master::collect::{lock, Collector};
@@ -37,7 +37,7 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
     flagmaster_worker::reserve_descriptors(
         BASE_DESCRIPTORS + flagmaster_worker::FDS_PER_LOOP * config.concurrency() as usize,
     );
-    let site = SiteInUse::start(&config.source)?;
+    let site = SiteInUse::start(&config.server)?;
     let mut found = find_items(&config, &site.base_url)?;
     let prepared = rerun::prepare(config.rerun, std::mem::take(&mut found.items), &config.dest);
     let plan = Plan::new(&config, prepared.to_fetch.len(), found.remote);
@@ -101,11 +101,11 @@ pub struct SiteInUse {
 }
 
 impl SiteInUse {
-    fn start(source: &Source) -> Result<SiteInUse, Error> {
-        Ok(match source {
+    fn start(server: &Server) -> Result<SiteInUse, Error> {
+        Ok(match server {
             // The built-in site always serves the built-in list: like a real
             // site, it has the flags it has, and other names are 404s.
-            Source::Builtin(kind) => {
+            Server::Builtin(kind) => {
                 let config = builtin_site(*kind, list::parse(list::BUILTIN).names);
                 let description = site::describe(&config);
                 let site = site::start_loopback(config)?;
@@ -116,12 +116,12 @@ impl SiteInUse {
                     label: format!("{kind} (built-in, {description})"),
                 }
             }
-            Source::Url { label, base } => SiteInUse {
+            Server::Url { label, base } => SiteInUse {
                 site: None,
                 label: label.clone(),
                 base_url: base.clone(),
             },
-            Source::Direct => SiteInUse {
+            Server::Direct => SiteInUse {
                 site: None,
                 label: "none".into(),
                 base_url: String::new(),

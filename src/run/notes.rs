@@ -9,7 +9,7 @@ use flagmaster_worker::polite::Region;
 
 use super::{Found, SiteInUse};
 use crate::cli::Mode;
-use crate::config::{RunConfig, Source};
+use crate::config::{RunConfig, Server};
 use crate::input::rerun::Prepared;
 use crate::plan::{Chunking, Plan};
 use crate::report::RunInfo;
@@ -72,12 +72,12 @@ fn notes(
     to_fetch: usize,
     chunk_size: usize,
 ) -> String {
-    let mut out = match config.source {
-        Source::Direct => format!("Site: none (full URLs from {})\n", config.list_label),
+    let mut out = match config.server {
+        Server::Direct => format!("Site: none (full URLs from {})\n", config.list_label),
         _ => format!("Site: {} at {}\n", site.label, site.base_url),
     };
-    let hosts = match config.source {
-        Source::Direct => "each host",
+    let hosts = match config.server {
+        Server::Direct => "each host",
         _ => site.base_url.as_str(),
     };
     if let Some(line) = plan.polite.note(hosts) {
