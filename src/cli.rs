@@ -32,6 +32,8 @@ pub enum Command {
     MergeReports(MergeArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Show the lesson's race: a shared counter that loses updates, and two fixes.
+    Race(RaceArgs),
     /// Run as a worker process of a master (internal).
     #[command(name = flagmaster_worker::child::SUBCOMMAND, hide = true)]
     Worker(WorkerArgs),
@@ -371,6 +373,30 @@ pub struct CompletionsArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RaceArgs {
+    /// Tasks to count, each once (1 to 1000000).
+    #[arg(long, value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tasks: u64,
+
+    /// Threads taking the tasks from one queue (1 to 1024).
+    #[arg(long, value_name = "W", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: u32,
+
+    /// Pause of each task between reading and writing the counter, in
+    /// milliseconds (0 to 1000); the default makes the whole command take
+    /// about a second and a half.
+    #[arg(long, value_name = "MS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub pause_ms: u64,
+
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct WorkerArgs {
     /// Name of the master's one-shot IPC server.
     #[arg(long)]
@@ -454,6 +480,26 @@ mod tests {
         assert_eq!(parse_image_size("96X64"), Ok((96, 64)));
         for bad in ["640", "0x10", "10x0", "x", "99999x10", "axb"] {
             assert!(parse_image_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn race_defaults_and_limits() {
+        let cli = Cli::try_parse_from(["flagmaster", "race"]).unwrap();
+        let Some(Command::Race(args)) = cli.command else {
+            panic!("race subcommand");
+        };
+        assert_eq!((args.tasks, args.workers, args.pause_ms), (500, 20, 20));
+        for bad in [
+            ["--tasks", "0"],
+            ["--tasks", "1000001"],
+            ["--workers", "0"],
+            ["--workers", "1025"],
+            ["--pause-ms", "1001"],
+            ["--pause-ms", "-1"],
+        ] {
+            let argv = ["flagmaster", "race", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
         }
     }
 

@@ -25,6 +25,7 @@ pub mod master;
 mod os;
 pub mod plan;
 pub mod polite;
+pub mod race;
 pub mod report;
 pub mod run;
 pub mod site;
@@ -57,6 +58,7 @@ pub fn main() -> ExitCode {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::MergeReports(args)) => report::merge::run(args),
         Some(Command::Completions(args)) => completions::run(args.shell),
+        Some(Command::Race(args)) => race::run(args),
         None => run::download(cli.run),
     };
     match result {
