@@ -1,8 +1,8 @@
 //! Per-worker log files: the path rule and the line format.
 //!
-//! Lines are logfmt (`key=value`, values quoted only when they need it), one per
-//! item attempt, so they can be read by eye, grepped, or parsed with any logfmt
-//! reader. Each line is written with a single `write` on a file opened for
+//! Lines are logfmt (`key=value`, values quoted only when they need it), so
+//! they can be read by eye, grepped, or parsed with any logfmt reader; what
+//! they say is docs/logs.md. Each write is a single `write` on a file opened for
 //! appending: threads of one worker process share the file, and the worker's
 //! stderr (panic messages) lands in the same file, without lines tearing.
 
@@ -44,34 +44,88 @@ impl LogFile {
     /// Writes one line, stamped with the current time. A failed log write must
     /// not fail a download, so it is reported on stderr and otherwise ignored.
     pub fn line(&self, fields: &[(&str, &dyn std::fmt::Display)]) {
-        let line = format_line(SystemTime::now(), fields);
-        if let Err(e) = (&self.file).write_all(line.as_bytes()) {
+        self.write(&format_line(SystemTime::now(), fields));
+    }
+
+    /// Writes what [`Line`] built (one line or more) with a single `write`.
+    pub fn write(&self, text: &str) {
+        if let Err(e) = (&self.file).write_all(text.as_bytes()) {
             eprintln!("flagmaster: cannot write to {}: {e}", self.path.display());
         }
     }
 }
 
 /// Formats one logfmt line: `ts=<RFC 3339, ms> k=v ...\n`.
-///
-/// Each value is written straight into the line and quoted afterwards only if
-/// it needs it: this runs once per item, and a `String` per field was most of
-/// its cost.
 pub fn format_line(ts: SystemTime, fields: &[(&str, &dyn std::fmt::Display)]) -> String {
-    let mut line = String::with_capacity(160);
-    let _ = write!(line, "ts={}", humantime::format_rfc3339_millis(ts));
+    let mut line = Line::new(ts, 160);
     for (key, value) in fields {
-        line.push(' ');
-        line.push_str(key);
-        line.push('=');
-        let start = line.len();
-        let _ = write!(line, "{value}");
-        if !is_plain(&line[start..]) {
-            let raw = line.split_off(start);
-            push_quoted(&mut line, &raw);
+        line.field(key, value);
+    }
+    line.finish()
+}
+
+/// Logfmt lines built in one buffer, to be written with one `write`: an
+/// item's last attempt and its `item_done` go out together.
+///
+/// Each value is written straight into the buffer and quoted afterwards only
+/// if it needs it: this runs once per attempt, and a `String` per field was
+/// most of its cost.
+pub struct Line {
+    buf: String,
+}
+
+impl Line {
+    /// Starts a line stamped `ts`, in a buffer of `capacity` bytes.
+    pub fn new(ts: SystemTime, capacity: usize) -> Line {
+        let mut line = Line {
+            buf: String::with_capacity(capacity),
+        };
+        line.stamp(ts);
+        line
+    }
+
+    fn stamp(&mut self, ts: SystemTime) {
+        let _ = write!(self.buf, "ts={}", humantime::format_rfc3339_millis(ts));
+    }
+
+    /// Adds ` key=value`.
+    pub fn field(&mut self, key: &str, value: &dyn std::fmt::Display) -> &mut Line {
+        self.buf.push(' ');
+        self.buf.push_str(key);
+        self.buf.push('=');
+        let start = self.buf.len();
+        let _ = write!(self.buf, "{value}");
+        if !is_plain(&self.buf[start..]) {
+            let raw = self.buf.split_off(start);
+            push_quoted(&mut self.buf, &raw);
+        }
+        self
+    }
+
+    /// Ends this line and starts another, stamped `ts`, in the same buffer.
+    pub fn next_line(&mut self, ts: SystemTime) -> &mut Line {
+        self.buf.push('\n');
+        self.stamp(ts);
+        self
+    }
+
+    /// The finished text, ending with a newline.
+    pub fn finish(mut self) -> String {
+        self.buf.push('\n');
+        self.buf
+    }
+}
+
+/// A value that may be missing, written `-` when it is: `http=-`.
+pub struct OrDash<T>(pub Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
         }
     }
-    line.push('\n');
-    line
 }
 
 fn is_plain(value: &str) -> bool {
@@ -127,6 +181,23 @@ mod tests {
             line,
             "ts=2023-11-14T22:13:20.123Z worker=3 item=Côte_d'Ivoire status=ERROR \
              reason=\"HTTP 503 \\\"busy\\\"\" empty=\"\" ctl=\"a\\nb\\u{1}\"\n"
+        );
+    }
+
+    #[test]
+    fn lines_share_one_buffer_and_missing_values_are_dashes() {
+        let ts = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let mut line = Line::new(ts, 16);
+        line.field("event", &"attempt")
+            .field("http", &OrDash(None::<u16>))
+            .next_line(ts + Duration::from_millis(1))
+            .field("event", &"item_done")
+            .field("http", &OrDash(Some(404)))
+            .field("reason", &"HTTP 404");
+        assert_eq!(
+            line.finish(),
+            "ts=2023-11-14T22:13:20.123Z event=attempt http=-\n\
+             ts=2023-11-14T22:13:20.124Z event=item_done http=404 reason=\"HTTP 404\"\n"
         );
     }
 }
