@@ -205,8 +205,7 @@ impl Collector {
             return;
         }
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.tally.items += 1;
-            w.tally.bytes += report.bytes;
+            w.tally.count(&report);
         }
         self.reporter.report_event(RunEvent::Item(&report));
         if let Some(slot) = self.reports.get_mut(report.index as usize) {
@@ -425,12 +424,16 @@ impl WorkerState {
             tx: None,
             last_heard: Instant::now(),
             gone: true,
-            tally: Tally { items, bytes },
+            tally: Tally {
+                items,
+                bytes,
+                ..Tally::default()
+            },
             summary: secs.map(|secs| WorkerSummary {
                 items,
                 bytes,
                 secs,
-                peak_rss_kb: None,
+                ..WorkerSummary::default()
             }),
             exit: exit.map(str::to_string),
         }

@@ -12,6 +12,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::protocol::WorkerSummary;
+
 /// File name of worker `n`'s log (1-based): `worker-01.log`.
 pub fn worker_log_name(worker: u32) -> String {
     format!("worker-{worker:02}.log")
@@ -52,6 +54,36 @@ impl LogFile {
         if let Err(e) = (&self.file).write_all(text.as_bytes()) {
             eprintln!("flagmaster: cannot write to {}: {e}", self.path.display());
         }
+    }
+}
+
+/// Writes a worker's last line, `event=worker_summary`: what its `threads`
+/// loops did, summed.
+pub fn worker_summary(log: &LogFile, worker: u32, pid: u32, threads: u32, s: &WorkerSummary) {
+    log.line(&[
+        ("event", &"worker_summary"),
+        ("worker", &worker),
+        ("pid", &pid),
+        ("threads", &threads),
+        ("items", &s.items),
+        ("ok", &s.ok),
+        ("not_found", &s.not_found),
+        ("error", &s.error),
+        ("skipped", &s.skipped),
+        ("retries", &s.retries),
+        ("bytes", &s.bytes),
+        ("busy_secs", &Secs(s.busy_secs)),
+        ("idle_secs", &Secs(s.idle_secs)),
+        ("wall_secs", &Secs(s.secs)),
+    ]);
+}
+
+/// Seconds as logged: to the millisecond (`1.250`).
+pub struct Secs(pub f64);
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}", self.0)
     }
 }
 
@@ -198,6 +230,33 @@ mod tests {
             line.finish(),
             "ts=2023-11-14T22:13:20.123Z event=attempt http=-\n\
              ts=2023-11-14T22:13:20.124Z event=item_done http=404 reason=\"HTTP 404\"\n"
+        );
+    }
+
+    #[test]
+    fn a_worker_summary_is_one_line_of_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::append(&dir.path().join("w.log")).unwrap();
+        let summary = WorkerSummary {
+            items: 5,
+            ok: 3,
+            not_found: 1,
+            error: 1,
+            retries: 2,
+            bytes: 1234,
+            busy_secs: 1.5,
+            idle_secs: 0.25,
+            secs: 0.8754,
+            ..WorkerSummary::default()
+        };
+        worker_summary(&log, 2, 77, 2, &summary);
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let (_, rest) = text.split_once(' ').unwrap();
+        assert_eq!(
+            rest,
+            "event=worker_summary worker=2 pid=77 threads=2 items=5 ok=3 not_found=1 \
+             error=1 skipped=0 retries=2 bytes=1234 busy_secs=1.500 idle_secs=0.250 \
+             wall_secs=0.875\n"
         );
     }
 }
