@@ -20,6 +20,7 @@ pub mod completions;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod logs;
 pub mod master;
 #[allow(unsafe_code)]
 mod os;
