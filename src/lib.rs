@@ -57,6 +57,7 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(args)) => site::serve::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::MergeReports(args)) => report::merge::run(args),
+        Some(Command::Logs(args)) => logs::run(args),
         Some(Command::Completions(args)) => completions::run(args.shell),
         None => run::download(cli.run),
     };

@@ -1,0 +1,264 @@
+//! The text form of a [`Summary`]: per run, a heading and the per-worker
+//! table with the slowest worker; then the slowest attempts, the failed and
+//! retried items, and the lost workers, across all runs.
+
+use std::fmt::Write as _;
+
+use super::model::{Loss, LostWorker, RunSummary, Summary, WorkerRow};
+
+/// How many failed or retried items the text lists (the JSON has them all).
+const MAX_LISTED: usize = 50;
+/// How many handed-on items a lost worker's line names.
+const MAX_HANDED_ON: usize = 8;
+
+pub fn to_text(summary: &Summary) -> String {
+    let mut out = String::new();
+    let several = summary.runs.len() > 1;
+    for run in &summary.runs {
+        write_run(&mut out, run);
+        out.push('\n');
+    }
+    // Where a worker is, when there are several runs: `logs-b/03`.
+    let at = |dir: &str, worker: u32| {
+        if several {
+            format!("{dir}/{worker:02}")
+        } else {
+            format!("{worker:02}")
+        }
+    };
+    if !summary.slowest_attempts.is_empty() {
+        let _ = writeln!(out, "Slowest attempts:");
+        let _ = writeln!(
+            out,
+            "{:>8} {:<9} {:>4} {:>8} {:>8}  item (attempt)  reason",
+            "ms", "status", "http", "worker", "start_s"
+        );
+        for a in &summary.slowest_attempts {
+            let worker = format!("{}.{}", at(&a.dir, a.worker), a.thread);
+            let http = a.http.map_or_else(|| "-".to_string(), |c| c.to_string());
+            let _ = writeln!(
+                out,
+                "{:>8} {:<9} {:>4} {:>8} {:>8.3}  {} ({})  {}",
+                a.ms,
+                a.status.label(),
+                http,
+                worker,
+                a.start_secs,
+                a.item,
+                a.attempt,
+                a.reason.as_deref().unwrap_or("")
+            );
+        }
+        out.push('\n');
+    }
+    if !summary.failed.is_empty() {
+        let _ = writeln!(out, "Failed items ({}):", summary.failed.len());
+        for f in summary.failed.iter().take(MAX_LISTED) {
+            let mut how = Vec::new();
+            if let Some(n) = f.attempts {
+                how.push(plural(n as usize, "attempt"));
+            }
+            if let Some(w) = f.worker {
+                how.push(format!("worker {}", at(&f.dir, w)));
+            }
+            let _ = writeln!(
+                out,
+                "{:<9}  {}  {}  ({})",
+                f.status.label(),
+                f.item,
+                f.reason.as_deref().unwrap_or("-"),
+                how.join(", ")
+            );
+        }
+        more(&mut out, summary.failed.len());
+        out.push('\n');
+    }
+    if !summary.retried.is_empty() {
+        let _ = writeln!(out, "Retried items ({}):", summary.retried.len());
+        for r in summary.retried.iter().take(MAX_LISTED) {
+            let reasons = if r.reasons.is_empty() {
+                String::new()
+            } else {
+                format!("; before: {}", r.reasons.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "{:<9}  {}  {} in {:.3} s, worker {}{reasons}",
+                r.status.label(),
+                r.item,
+                plural(r.attempts as usize, "attempt"),
+                r.ms as f64 / 1000.0,
+                at(&r.dir, r.worker),
+            );
+        }
+        more(&mut out, summary.retried.len());
+        out.push('\n');
+    }
+    if !summary.lost_workers.is_empty() {
+        let _ = writeln!(out, "Lost workers ({}):", summary.lost_workers.len());
+        for l in &summary.lost_workers {
+            write_lost(&mut out, l, &at(&l.dir, l.worker));
+        }
+        out.push('\n');
+    }
+    // No trailing blank line.
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    out
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn more(out: &mut String, n: usize) {
+    if n > MAX_LISTED {
+        let _ = writeln!(
+            out,
+            "... and {} more (--json lists them all)",
+            n - MAX_LISTED
+        );
+    }
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"))
+}
+
+/// `logs: proc 4x1, 197 items in 2.345 s, exit 1`, the counts, the table and
+/// the slowest worker.
+fn write_run(out: &mut String, run: &RunSummary) {
+    let mut head = run.dir.clone();
+    head.push(':');
+    if let (Some(mode), Some(p), Some(t)) = (&run.mode, run.procs, run.threads) {
+        let _ = write!(head, " {mode} {p}x{t},");
+    }
+    if let Some(items) = run.items {
+        let _ = write!(head, " {items} items");
+    }
+    if let Some(e) = run.elapsed_secs {
+        let _ = write!(head, " in {e:.3} s");
+    }
+    if let Some(exit) = run.exit {
+        let _ = write!(head, ", exit {exit}");
+    }
+    if run.interrupted {
+        head.push_str(", interrupted");
+    }
+    let _ = writeln!(out, "{}", head.trim_end_matches(','));
+    let c = &run.counts;
+    let mut counts = format!("{} OK, {} not found, {} errors", c.ok, c.not_found, c.error);
+    if c.skipped > 0 {
+        let _ = write!(counts, ", {} skipped", c.skipped);
+    }
+    if c.interrupted > 0 {
+        let _ = write!(counts, ", {} interrupted", c.interrupted);
+    }
+    let _ = writeln!(out, "{counts}; {} bytes", run.bytes);
+    if run.workers.is_empty() {
+        return;
+    }
+    let threads = run.workers.iter().any(|w| w.threads > 1);
+    let _ = write!(out, "{:>6} {:>8} ", "worker", "pid");
+    if threads {
+        let _ = write!(out, "{:>7} ", "threads");
+    }
+    let _ = writeln!(
+        out,
+        "{:>6} {:>6} {:>9} {:>6} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}  exit",
+        "items",
+        "ok",
+        "not_found",
+        "errors",
+        "retries",
+        "bytes",
+        "busy_s",
+        "idle_s",
+        "first_s",
+        "last_s"
+    );
+    for w in &run.workers {
+        write_row(out, w, threads);
+    }
+    if let Some(s) = &run.slowest {
+        let lane = |worker: u32, thread: Option<u32>| match thread {
+            Some(t) => format!("worker {worker:02} thread {t}"),
+            None => format!("worker {worker:02}"),
+        };
+        let _ = writeln!(
+            out,
+            "Slowest: {}, its last attempt ended at {:.3} s, {:.3} s after the first to run out of work ({}, {:.3} s)",
+            lane(s.worker, s.thread),
+            s.last_end_secs,
+            s.behind_secs,
+            lane(s.first_done_worker, s.first_done_thread),
+            s.first_done_secs
+        );
+    }
+}
+
+fn write_row(out: &mut String, w: &WorkerRow, threads: bool) {
+    let _ = write!(out, "{:>6} {:>8} ", format!("{:02}", w.worker), w.pid);
+    if threads {
+        let _ = write!(out, "{:>7} ", w.threads);
+    }
+    let _ = writeln!(
+        out,
+        "{:>6} {:>6} {:>9} {:>6} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}  {}",
+        w.items,
+        w.ok,
+        w.not_found,
+        w.error,
+        w.retries,
+        w.bytes,
+        secs(w.busy_secs),
+        secs(w.idle_secs),
+        secs(w.first_start_secs),
+        secs(w.last_end_secs),
+        w.exit.as_deref().unwrap_or("-")
+    );
+}
+
+fn write_lost(out: &mut String, l: &LostWorker, who: &str) {
+    let how = match l.how {
+        Loss::Died => "ended without finishing",
+        Loss::Stuck => "was stuck and killed",
+        Loss::HandshakeFailed => "never completed its handshake",
+        Loss::NoSummary => "left no summary (killed with the run?)",
+    };
+    let exit = l
+        .exit
+        .as_deref()
+        .map_or_else(String::new, |e| format!(" ({e})"));
+    let _ = write!(
+        out,
+        "worker {who} pid {} {how}{exit} after {}",
+        l.pid,
+        plural(l.items_done as usize, "item")
+    );
+    if l.requeued > 0 || !l.handed_on.is_empty() {
+        let named: Vec<String> = l
+            .handed_on
+            .iter()
+            .take(MAX_HANDED_ON)
+            .map(|h| match (h.worker, h.status) {
+                (Some(w), Some(s)) => format!("{} (worker {w:02}: {})", h.item, s.label()),
+                _ => format!("{} (not ended)", h.item),
+            })
+            .collect();
+        let n = (l.requeued as usize).max(l.handed_on.len());
+        let _ = write!(out, "; handed on {}", plural(n, "item"));
+        if !named.is_empty() {
+            let _ = write!(out, ": {}", named.join(", "));
+        }
+        if l.handed_on.len() > MAX_HANDED_ON {
+            let _ = write!(out, " and {} more", l.handed_on.len() - MAX_HANDED_ON);
+        }
+    }
+    out.push('\n');
+}
