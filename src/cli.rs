@@ -353,6 +353,11 @@ pub struct BenchArgs {
     /// Also draw the medians, with min-max whiskers, as a bar chart in this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+
+    /// Keep the logs of each setup's first measured run in DIR/SETUP and draw
+    /// them stacked on one time axis in DIR/timeline.svg (see `flagmaster logs`).
+    #[arg(long, value_name = "DIR")]
+    pub timeline: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

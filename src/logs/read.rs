@@ -360,7 +360,7 @@ pub fn read_line(line: &str) -> Line {
             Some(Record::Failed(Failed {
                 item: f.text("item")?,
                 status: parse_status(f.get("status")?)?,
-                reason: f.text("reason"),
+                reason: f.get("reason").filter(|r| *r != "-").map(str::to_string),
                 attempts: f.parse("attempts"),
                 worker: f.optional("worker"),
             }))
