@@ -12,6 +12,7 @@ mod modes;
 mod polite;
 mod processes;
 mod progress;
+mod read_logs;
 mod reruns;
 mod shards;
 mod site_faults;
