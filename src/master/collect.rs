@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use flagmaster_worker::log::LogFile;
+use flagmaster_worker::log::{LogFile, OrDash, Secs};
 use flagmaster_worker::protocol::{Command, Event, Item, ItemReport, WorkerSummary};
 use flagmaster_worker::Tally;
 
@@ -205,8 +205,7 @@ impl Collector {
             return;
         }
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.tally.items += 1;
-            w.tally.bytes += report.bytes;
+            w.tally.count(&report);
         }
         self.reporter.report_event(RunEvent::Item(&report));
         if let Some(slot) = self.reports.get_mut(report.index as usize) {
@@ -257,14 +256,21 @@ impl Collector {
         w.exit = exit;
         let clean = w.summary.is_some() && unfinished.is_empty();
         let exit = w.exit.clone().unwrap_or_else(|| "-".into());
+        // The figures of the reports received; the time is the worker's own.
+        let t = &w.tally;
         self.log.line(&[
             ("event", &"worker_end"),
             ("worker", &worker),
             ("pid", &w.pid),
             ("exit", &exit),
             ("finished", &w.summary.is_some()),
-            ("items", &w.tally.items),
-            ("bytes", &w.tally.bytes),
+            ("items", &t.items),
+            ("ok", &t.ok),
+            ("not_found", &t.not_found),
+            ("error", &t.error),
+            ("retries", &t.retries),
+            ("bytes", &t.bytes),
+            ("secs", &OrDash(w.summary.as_ref().map(|s| Secs(s.secs)))),
         ]);
         if !clean && !self.queue.is_stopping() {
             self.log.line(&[
@@ -273,6 +279,13 @@ impl Collector {
                 ("pid", &w.pid),
                 ("requeued", &unfinished.len()),
             ]);
+            for item in &unfinished {
+                self.log.line(&[
+                    ("event", &"requeued"),
+                    ("worker", &worker),
+                    ("item", &item.name),
+                ]);
+            }
             let event = RunEvent::WorkerLost {
                 worker,
                 pid: w.pid,
@@ -425,12 +438,16 @@ impl WorkerState {
             tx: None,
             last_heard: Instant::now(),
             gone: true,
-            tally: Tally { items, bytes },
+            tally: Tally {
+                items,
+                bytes,
+                ..Tally::default()
+            },
             summary: secs.map(|secs| WorkerSummary {
                 items,
                 bytes,
                 secs,
-                peak_rss_kb: None,
+                ..WorkerSummary::default()
             }),
             exit: exit.map(str::to_string),
         }

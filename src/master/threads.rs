@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use flagmaster_worker::fetch::{Fetcher, WorkerId};
 use flagmaster_worker::host::{self, Loop, LoopEnd, Transport};
+use flagmaster_worker::log::{self, LogFile};
 use flagmaster_worker::protocol::{Command, Event, Item, ItemReport};
 
 use super::collect::{drive, lock, Envelope, Shared};
@@ -21,6 +22,8 @@ struct LocalTransport {
     events: Sender<Envelope>,
     /// Commands for each loop, by worker number - 1.
     commands: Vec<Receiver<Command>>,
+    /// Each loop's log, by worker number - 1, for its `worker_summary`.
+    logs: Vec<Arc<LogFile>>,
 }
 
 impl LocalTransport {
@@ -46,7 +49,12 @@ impl Transport for LocalTransport {
 
     fn ended(&self, who: &WorkerId, end: LoopEnd) {
         if let Some(tally) = end.tally {
-            self.send(who.worker, Event::Finished(tally.summary(end.secs)));
+            let summary = tally.summary(end.secs);
+            // Before the drive loop hears of it: then the run may end at once.
+            if let Some(log) = self.logs.get(who.worker as usize - 1) {
+                log::worker_summary(log, who.worker, who.pid, 1, &summary);
+            }
+            self.send(who.worker, Event::Finished(summary));
         }
         // Also after a panic, so that the drive loop hands on what it held.
         let _ = self.events.send(Envelope::Gone { worker: who.worker });
@@ -58,11 +66,13 @@ pub fn run(plan: &Plan, fetcher: &Fetcher, collector: &Shared) -> Result<(), Err
     let pid = std::process::id();
     let (events_tx, events) = unbounded::<Envelope>();
     let mut commands = Vec::new();
+    let mut logs = Vec::new();
     let mut loops = Vec::new();
     for worker in 1..=plan.threads {
         let log = Arc::new(open_worker_log(&plan.log_dir, worker)?);
         let (commands_tx, commands_rx) = unbounded::<Command>();
         commands.push(commands_rx);
+        logs.push(Arc::clone(&log));
         let first = {
             let mut collector = lock(collector);
             collector.add_worker(worker, pid, false, Some(Box::new(commands_tx)));
@@ -78,6 +88,7 @@ pub fn run(plan: &Plan, fetcher: &Fetcher, collector: &Shared) -> Result<(), Err
     let transport = Arc::new(LocalTransport {
         events: events_tx,
         commands,
+        logs,
     });
     let mut started_any = false;
     for (who, spawned) in host::spawn(fetcher, loops, &transport, |who| {

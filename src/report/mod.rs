@@ -266,6 +266,15 @@ pub fn is_interrupted(r: &ItemReport) -> bool {
     r.status == Status::Error && r.reason.as_deref() == Some(INTERRUPTED)
 }
 
+/// The items that failed: NOT_FOUND, or ERROR but not interrupted.
+pub fn failed<'a>(
+    results: impl IntoIterator<Item = &'a ItemReport>,
+) -> impl Iterator<Item = &'a ItemReport> {
+    results
+        .into_iter()
+        .filter(|r| matches!(r.status, Status::NotFound | Status::Error) && !is_interrupted(r))
+}
+
 /// How many unfinished items an interrupted run's report names.
 const MAX_LISTED_INTERRUPTED: usize = 5;
 
@@ -305,10 +314,7 @@ pub fn write_failures<'a>(
     results: impl IntoIterator<Item = &'a ItemReport>,
     rest: &str,
 ) {
-    let failed: Vec<&ItemReport> = results
-        .into_iter()
-        .filter(|r| matches!(r.status, Status::NotFound | Status::Error) && !is_interrupted(r))
-        .collect();
+    let failed: Vec<&ItemReport> = failed(results).collect();
     for r in failed.iter().take(MAX_LISTED_FAILURES) {
         let reason = r.reason.as_deref().unwrap_or("");
         let _ = writeln!(out, "{:<9}  {}  {reason}", r.status.label(), r.name);

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use flagmaster_worker::log::LogFile;
+use flagmaster_worker::log::{LogFile, OrDash};
+use flagmaster_worker::protocol::ItemReport;
 use flagmaster_worker::save::remove_leftovers;
 
 use crate::config::RunConfig;
@@ -92,12 +93,14 @@ impl Finale {
         } else {
             crate::report::exit::for_counts(&report.counts)
         };
+        log_failed(&self.log, &report.results);
         self.log.line(&[
             ("event", &"done"),
             ("ok", &report.counts.ok),
             ("not_found", &report.counts.not_found),
             ("error", &report.counts.error),
             ("skipped", &report.counts.skipped),
+            ("unfinished", &report.counts.interrupted),
             ("bytes", &report.bytes),
             ("elapsed_secs", &format!("{elapsed:.6}")),
             ("interrupted", &interrupted),
@@ -112,5 +115,78 @@ impl Finale {
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
         Some(status)
+    }
+}
+
+/// Most `failed` lines in `master.log`; the rest are counted in `failed_more`
+/// (every failed item is in the worker logs' `item_done` lines and the JSON
+/// report).
+const MAX_LOGGED_FAILURES: usize = 100;
+
+/// One `failed` line per failed item, at most [`MAX_LOGGED_FAILURES`], then
+/// `failed_more` with the count of the others.
+fn log_failed(log: &LogFile, results: &[ItemReport]) {
+    let mut failed = crate::report::failed(results);
+    for r in failed.by_ref().take(MAX_LOGGED_FAILURES) {
+        log.line(&[
+            ("event", &"failed"),
+            ("item", &r.name),
+            ("status", &r.status.label()),
+            ("reason", &OrDash(r.reason.as_deref())),
+            ("attempts", &r.attempts),
+            // 0: no worker reported it (none was left to fetch it).
+            ("worker", &OrDash((r.worker > 0).then_some(r.worker))),
+        ]);
+    }
+    let more = failed.count();
+    if more > 0 {
+        log.line(&[("event", &"failed_more"), ("count", &more)]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flagmaster_worker::protocol::Status;
+
+    #[test]
+    fn master_log_lists_a_hundred_failures_and_counts_the_rest() {
+        let mut results: Vec<ItemReport> = (0..103)
+            .map(|i| ItemReport {
+                reason: Some("HTTP 404".into()),
+                ..ItemReport::for_test(i, Status::NotFound, 0)
+            })
+            .collect();
+        results.push(ItemReport::for_test(103, Status::Ok, 5));
+        // Not failures: stopped by an interrupt.
+        results.insert(
+            0,
+            ItemReport::unfinished(
+                &flagmaster_worker::protocol::Item {
+                    index: 104,
+                    name: "Chad".into(),
+                    url: String::new(),
+                    file: String::new(),
+                    ext_from_type: false,
+                    validators: None,
+                },
+                crate::master::collect::INTERRUPTED,
+            ),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::append(&dir.path().join("master.log")).unwrap();
+        log_failed(&log, &results);
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 101);
+        assert!(
+            lines[0].ends_with(
+                " event=failed item=N0 status=NOT_FOUND reason=\"HTTP 404\" attempts=1 worker=1"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[99].contains(" item=N99 "), "{}", lines[99]);
+        assert!(lines[100].ends_with(" event=failed_more count=3"), "{text}");
     }
 }

@@ -125,7 +125,7 @@ fn every_fault_ends_as_expected_in_every_mode() {
         let logs = work.worker_logs("logs").into_values().collect::<String>();
         let mut last: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut lines = 0u64;
-        for line in logs.lines() {
+        for line in common::attempt_lines(&logs) {
             let f = logfmt(line);
             lines += 1;
             last.insert(f["item"].clone(), f);

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod faults;
 mod inputs;
+mod logs_lines;
 mod modes;
 mod polite;
 mod processes;

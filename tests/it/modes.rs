@@ -110,7 +110,7 @@ fn every_mode_downloads_every_flag_byte_exact() {
         let mut logged = BTreeMap::new();
         let mut pids = BTreeSet::new();
         for (file, text) in &logs {
-            for line in text.lines() {
+            for line in common::attempt_lines(text) {
                 let f = logfmt(line);
                 assert_eq!(f["status"], "OK", "{what}: {file}: {line}");
                 assert_eq!(f["http"], "200", "{what}: {line}");
@@ -200,8 +200,7 @@ fn text_report_ends_with_the_classic_lines_and_counts_not_found() {
     );
     assert_eq!(site.requests(), 3, "the duplicate is fetched once");
     let logs = work.worker_logs("logs").into_values().collect::<String>();
-    let atlantis = logs
-        .lines()
+    let atlantis = common::attempt_lines(&logs)
         .map(logfmt)
         .find(|f| f["item"] == "Atlantis")
         .expect("Atlantis logged");
@@ -240,7 +239,7 @@ fn logs_of_the_previous_run_are_replaced() {
     assert_eq!(second.status.code(), Some(0));
     let logs = work.worker_logs("logs");
     assert_eq!(logs.keys().collect::<Vec<_>>(), ["worker-01.log"]);
-    assert_eq!(logs["worker-01.log"].lines().count(), 6);
+    assert_eq!(common::attempt_lines(&logs["worker-01.log"]).count(), 6);
     let master = std::fs::read_to_string(work.path("logs/master.log")).unwrap();
     assert_eq!(master.matches("event=start").count(), 1);
 }

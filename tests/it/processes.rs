@@ -164,6 +164,15 @@ fn ctrl_c_stops_cleanly_in_every_mode_and_a_rerun_completes() {
             60,
             "{mode:?}: every item accounted for"
         );
+        // master.log counts the unfinished and lists no failure for them.
+        let done = &work.master_events("done")[0];
+        let unfinished = report["counts"]["interrupted"].to_string();
+        assert_eq!(done["unfinished"], unfinished, "{mode:?}");
+        assert_eq!(done["interrupted"], "true", "{mode:?}");
+        let failures = report["counts"]["error"].as_u64().unwrap()
+            + report["counts"]["not_found"].as_u64().unwrap();
+        let failed = work.master_events("failed");
+        assert_eq!(failed.len() as u64, failures, "{mode:?}: {failed:?}");
         let files = work.files("flags");
         assert_eq!(files.len() as u64, ok, "{mode:?}: one file per OK item");
         assert!(partial_files(&work).is_empty(), "{mode:?}: partial files");

@@ -144,7 +144,8 @@ fn download(work: &Work, dir: &str, site: &Site, extra: &[&str], env: &[(&str, &
     for entry in std::fs::read_dir(root.join("logs")).expect("logs") {
         let entry = entry.expect("dir entry");
         if entry.file_name().to_string_lossy().starts_with("worker-") {
-            for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            let log = std::fs::read_to_string(entry.path()).unwrap();
+            for line in common::attempt_lines(&log) {
                 assert!(
                     share.files.contains(&logfmt(line)["item"]),
                     "{what}: {line}"

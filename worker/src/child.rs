@@ -225,6 +225,9 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
     }
     let mut summary = tally.summary(started.elapsed().as_secs_f64());
     summary.peak_rss_kb = crate::peak_rss_kb();
+    // The log's last line, written before the master hears of it: once it
+    // has, the run may end at any moment.
+    crate::log::worker_summary(&log, worker, pid, setup.threads, &summary);
     events.send(Event::Finished(summary))?;
     Ok(())
 }

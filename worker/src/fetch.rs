@@ -24,7 +24,7 @@ use ureq::Agent;
 
 use crate::blur;
 use crate::http;
-use crate::log::LogFile;
+use crate::log::{Line, LogFile, OrDash};
 use crate::polite::{host_key, Gate};
 use crate::protocol::{FetchSettings, Item, ItemReport, Status, Validators};
 use crate::save::{check_file_name, extension_for_type, save_stream, Expect, SaveError};
@@ -129,16 +129,27 @@ impl Fetcher {
     }
 
     /// Fetches and saves one item, retrying transient failures within the
-    /// item's deadline, and logs one line per attempt. This is the one fetch
-    /// path of every mode.
+    /// item's deadline, and logs one line per attempt and, after the last,
+    /// the item's outcome (`item_done`). This is the one fetch path of every
+    /// mode.
     pub fn fetch(&self, item: &Item, who: &WorkerId, log: &LogFile) -> ItemReport {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(self.settings.timeout_ms);
         let max_attempts = self.settings.retries.saturating_add(1);
+        let log = ItemLog { log, who, item };
+        // When the first attempt began, after its wait for a politeness slot:
+        // `item_done`'s `ms` counts from there.
+        let mut first_began = None;
         let mut attempt_no = 0;
         loop {
             attempt_no += 1;
-            let mut attempt_started = Instant::now();
+            // The first attempt begins with the item: without a politeness
+            // cap, the log's `ms` of the item and the report's are one figure.
+            let mut began = if attempt_no == 1 {
+                started
+            } else {
+                Instant::now()
+            };
             let mut waited = None;
             let attempt = if crate::stopping() {
                 Attempt::failed("interrupted".into(), None, false)
@@ -146,7 +157,7 @@ impl Fetcher {
                 // Refused before asking for a slot: no request is made.
                 Attempt::failed(e.to_string(), None, false)
             } else {
-                let remaining = deadline.saturating_duration_since(attempt_started);
+                let remaining = deadline.saturating_duration_since(began);
                 match self
                     .gate
                     .as_deref()
@@ -154,50 +165,63 @@ impl Fetcher {
                 {
                     None => self.attempt(item, remaining),
                     Some(Err(refused)) => {
-                        waited = Some(attempt_started.elapsed());
+                        let now = Instant::now();
+                        waited = Some(now - began);
+                        began = now;
                         Attempt::failed(refused.to_string(), None, false)
                     }
                     Some(Ok(_pass)) => {
                         // The pass is held until the attempt is over, body included.
                         let admitted = Instant::now();
-                        waited = Some(admitted - attempt_started);
-                        attempt_started = admitted;
+                        waited = Some(admitted - began);
+                        began = admitted;
                         self.attempt(item, deadline.saturating_duration_since(admitted))
                     }
                 }
             };
-            log_attempt(
-                log,
-                who,
-                item,
-                attempt_no,
-                &attempt,
-                attempt_started,
-                waited,
-            );
+            let first = *first_began.get_or_insert(began);
+            let ended = Instant::now();
+            // Decided before the line is written, which says whether it was the last.
             let wait = backoff(attempt_no, attempt.retry_after);
             let retry = attempt.transient
                 && attempt_no < max_attempts
-                && Instant::now() + wait < deadline
-                && sleep_unless_stopped(wait);
-            if !retry {
-                return ItemReport {
-                    index: item.index,
-                    name: item.name.clone(),
-                    status: attempt.status,
-                    http: attempt.http,
-                    bytes: attempt.bytes,
-                    ms: millis(started.elapsed()),
-                    attempts: attempt_no,
-                    reason: attempt.reason,
-                    blur_ms: attempt.blur_ms,
-                    fetched: attempt.fetched,
-                    worker: who.worker,
-                    thread: who.thread,
-                    etag: attempt.seen.etag,
-                    last_modified: attempt.seen.last_modified,
-                };
+                && ended + wait < deadline
+                && !crate::stopping();
+            let span = Span {
+                began,
+                ended,
+                now: SystemTime::now(),
+            };
+            let done = (!retry).then(|| millis(ended - first));
+            log.attempt(attempt_no, &attempt, &span, waited, done);
+            if retry && sleep_unless_stopped(wait) {
+                continue;
             }
+            let ended = if retry {
+                // A stop cut the back-off short: this attempt was the last
+                // after all, and its line said otherwise.
+                let now = Instant::now();
+                log.done(&attempt, attempt_no, millis(now - first));
+                now
+            } else {
+                ended
+            };
+            return ItemReport {
+                index: item.index,
+                name: item.name.clone(),
+                status: attempt.status,
+                http: attempt.http,
+                bytes: attempt.bytes,
+                ms: millis(ended - started),
+                attempts: attempt_no,
+                reason: attempt.reason,
+                blur_ms: attempt.blur_ms,
+                fetched: attempt.fetched,
+                worker: who.worker,
+                thread: who.thread,
+                etag: attempt.seen.etag,
+                last_modified: attempt.seen.last_modified,
+            };
         }
     }
 
@@ -386,44 +410,88 @@ impl Fetcher {
     }
 }
 
-fn log_attempt(
-    log: &LogFile,
-    who: &WorkerId,
-    item: &Item,
-    attempt_no: u32,
-    attempt: &Attempt,
-    started: Instant,
-    waited: Option<Duration>,
-) {
-    let http = attempt
-        .http
-        .map_or_else(|| "-".to_string(), |c| c.to_string());
-    let ms = millis(started.elapsed());
-    let status = attempt.status.label();
-    let wait_ms = waited.map(millis);
-    let mut fields: Vec<(&str, &dyn std::fmt::Display)> = vec![
-        ("worker", &who.worker),
-        ("pid", &who.pid),
-        ("thread", &who.thread),
-        ("item", &item.name),
-        ("attempt", &attempt_no),
-        ("status", &status),
-        ("http", &http),
-        ("bytes", &attempt.bytes),
-        ("ms", &ms),
-    ];
-    if let Some(blur_ms) = &attempt.blur_ms {
-        fields.push(("blur_ms", blur_ms));
+/// When an attempt ran: from `began` to `ended`, which was `now` by the clock.
+struct Span {
+    began: Instant,
+    ended: Instant,
+    now: SystemTime,
+}
+
+/// Writes what the log says of one item (see docs/logs.md).
+struct ItemLog<'a> {
+    log: &'a LogFile,
+    who: &'a WorkerId,
+    item: &'a Item,
+}
+
+impl ItemLog<'_> {
+    /// The line of attempt `attempt_no`, which waited `waited` for a
+    /// politeness slot before it began. `done`: it was the item's last, which
+    /// took `done` ms in all, and its `item_done` line goes in the same write.
+    fn attempt(
+        &self,
+        attempt_no: u32,
+        attempt: &Attempt,
+        span: &Span,
+        waited: Option<Duration>,
+        done: Option<u64>,
+    ) {
+        let took = span.ended - span.began;
+        let start = span.now.checked_sub(took).unwrap_or(span.now);
+        let mut line = Line::new(span.now, if done.is_some() { 448 } else { 256 });
+        line.field("event", &"attempt")
+            .field("worker", &self.who.worker)
+            .field("pid", &self.who.pid)
+            .field("thread", &self.who.thread)
+            .field("item", &self.item.name)
+            .field("attempt", &attempt_no)
+            .field("last", &done.is_some())
+            .field("start", &humantime::format_rfc3339_millis(start))
+            .field("ms", &millis(took))
+            .field("status", &attempt.status.label())
+            .field("http", &OrDash(attempt.http))
+            .field("bytes", &attempt.bytes);
+        if let Some(blur_ms) = &attempt.blur_ms {
+            line.field("blur_ms", blur_ms);
+        }
+        line.field("url", &self.item.url);
+        // Only with a politeness cap: how long the attempt waited for it.
+        if let Some(waited) = waited {
+            line.field("wait_ms", &millis(waited));
+        }
+        if let Some(reason) = &attempt.reason {
+            line.field("reason", reason);
+        }
+        if let Some(ms) = done {
+            line.next_line(span.now);
+            self.done_fields(&mut line, attempt, attempt_no, ms);
+        }
+        self.log.write(&line.finish());
     }
-    fields.push(("url", &item.url));
-    // Only with a politeness cap: how long the attempt waited for it.
-    if let Some(wait_ms) = &wait_ms {
-        fields.push(("wait_ms", wait_ms));
+
+    /// The item's `item_done` line on its own, when the line of its last
+    /// attempt did not know it was the last.
+    fn done(&self, attempt: &Attempt, attempts: u32, ms: u64) {
+        let mut line = Line::new(SystemTime::now(), 192);
+        self.done_fields(&mut line, attempt, attempts, ms);
+        self.log.write(&line.finish());
     }
-    if let Some(reason) = &attempt.reason {
-        fields.push(("reason", reason));
+
+    fn done_fields(&self, line: &mut Line, attempt: &Attempt, attempts: u32, ms: u64) {
+        line.field("event", &"item_done")
+            .field("worker", &self.who.worker)
+            .field("pid", &self.who.pid)
+            .field("thread", &self.who.thread)
+            .field("item", &self.item.name)
+            .field("status", &attempt.status.label())
+            .field("attempts", &attempts)
+            .field("ms", &ms)
+            .field("bytes", &attempt.bytes)
+            .field("http", &OrDash(attempt.http));
+        if let Some(reason) = &attempt.reason {
+            line.field("reason", reason);
+        }
     }
-    log.line(&fields);
 }
 
 /// Sleeps for `wait` unless the run is stopping; false if it was stopped.

@@ -10,7 +10,7 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::fetch::{Fetcher, WorkerId};
 use crate::log::LogFile;
@@ -32,7 +32,8 @@ pub trait Transport: Send + Sync + 'static {
 /// How one loop ended.
 #[derive(Clone, Copy, Debug)]
 pub struct LoopEnd {
-    /// What the loop did; `None` if it panicked (the message is on stderr).
+    /// What the loop did, its time waiting in [`Transport::want`] included;
+    /// `None` if it panicked (the message is on stderr).
     pub tally: Option<Tally>,
     /// Seconds from the loop's start to its end.
     pub secs: f64,
@@ -87,13 +88,22 @@ fn run_one<T: Transport>(spec: Loop, fetcher: &Fetcher, transport: &T) -> ! {
         mut first,
     } = spec;
     let started = Instant::now();
-    let next_chunk = || first.take().or_else(|| transport.want(&who));
+    let mut idle = Duration::ZERO;
+    let next_chunk = || {
+        first.take().or_else(|| {
+            let asked = Instant::now();
+            let chunk = transport.want(&who);
+            idle += asked.elapsed();
+            chunk
+        })
+    };
     let report = |r| transport.report(&who, r);
     // A panic's message is already on stderr (a worker process's log file).
     let tally = panic::catch_unwind(AssertUnwindSafe(|| {
         run_loop(fetcher, &who, &log, next_chunk, report)
     }))
-    .ok();
+    .ok()
+    .map(|tally| Tally { idle, ..tally });
     transport.ended(
         &who,
         LoopEnd {

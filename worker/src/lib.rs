@@ -24,10 +24,11 @@ pub mod protocol;
 pub mod save;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use fetch::{Fetcher, WorkerId};
 use log::LogFile;
-use protocol::{Item, ItemReport, WorkerSummary};
+use protocol::{Item, ItemReport, Status, WorkerSummary};
 
 /// Set when the run is interrupted. Process-wide, because a signal is: in
 /// serial and threads mode the master's signal handler sets it, in a worker
@@ -45,21 +46,67 @@ pub fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// What one run of the worker loop did.
+/// What one run of the worker loop did, or (summed with `+=`) a worker of
+/// several loops. The master keeps one per worker too, counted from the
+/// reports it received ([`Tally::count`]); its `busy` and `idle` stay zero,
+/// the worker's own figures come in its [`WorkerSummary`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     pub items: u32,
+    /// `items` by outcome.
+    pub ok: u32,
+    pub not_found: u32,
+    pub error: u32,
+    pub skipped: u32,
+    /// Attempts beyond the first, summed over the items.
+    pub retries: u32,
     pub bytes: u64,
+    /// Time spent on items: fetching, saving, logging and reporting them.
+    pub busy: Duration,
+    /// Time spent waiting for a chunk (in `host::Transport::want`).
+    pub idle: Duration,
 }
 
 impl std::ops::AddAssign for Tally {
     fn add_assign(&mut self, other: Tally) {
-        self.items += other.items;
-        self.bytes += other.bytes;
+        // Destructured so that a new field cannot be forgotten here.
+        let Tally {
+            items,
+            ok,
+            not_found,
+            error,
+            skipped,
+            retries,
+            bytes,
+            busy,
+            idle,
+        } = other;
+        self.items += items;
+        self.ok += ok;
+        self.not_found += not_found;
+        self.error += error;
+        self.skipped += skipped;
+        self.retries += retries;
+        self.bytes += bytes;
+        self.busy += busy;
+        self.idle += idle;
     }
 }
 
 impl Tally {
+    /// Counts one finished item.
+    pub fn count(&mut self, report: &ItemReport) {
+        self.items += 1;
+        match report.status {
+            Status::Ok => self.ok += 1,
+            Status::NotFound => self.not_found += 1,
+            Status::Error => self.error += 1,
+            Status::Skipped => self.skipped += 1,
+        }
+        self.retries += report.attempts.saturating_sub(1);
+        self.bytes += report.bytes;
+    }
+
     /// The summary of a worker that ran for `secs`, without its memory: a
     /// worker process adds its own peak, while the threads of one process
     /// share the master's (reading `/proc/self/status` once per thread cost
@@ -67,7 +114,14 @@ impl Tally {
     pub fn summary(self, secs: f64) -> WorkerSummary {
         WorkerSummary {
             items: self.items,
+            ok: self.ok,
+            not_found: self.not_found,
+            error: self.error,
+            skipped: self.skipped,
+            retries: self.retries,
             bytes: self.bytes,
+            busy_secs: self.busy.as_secs_f64(),
+            idle_secs: self.idle.as_secs_f64(),
             secs,
             peak_rss_kb: None,
         }
@@ -132,7 +186,9 @@ pub fn peak_rss_kb() -> Option<u64> {
 /// The worker loop: ask for a chunk, fetch each of its items, report each one,
 /// until `next_chunk` says there is no more work, `report` says the master is
 /// gone, or the run is stopping (items not started stay unreported; the master
-/// accounts for them).
+/// accounts for them). The tally counts the items reported and the time spent
+/// on them (`busy`); the time spent waiting in `next_chunk` (`idle`) is the
+/// host's to measure.
 pub fn run_loop(
     fetcher: &Fetcher,
     who: &WorkerId,
@@ -146,10 +202,12 @@ pub fn run_loop(
             if stopping() {
                 return tally;
             }
+            let begun = Instant::now();
             let r = fetcher.fetch(item, who, log);
-            tally.items += 1;
-            tally.bytes += r.bytes;
-            if !report(r) {
+            tally.count(&r);
+            let sent = report(r);
+            tally.busy += begun.elapsed();
+            if !sent {
                 return tally;
             }
         }
@@ -159,6 +217,38 @@ pub fn run_loop(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_counts_outcomes_and_retries_and_adds_up() {
+        let mut one = Tally::default();
+        one.count(&ItemReport::for_test(0, Status::Ok, 10));
+        one.count(&ItemReport {
+            attempts: 3,
+            ..ItemReport::for_test(1, Status::Error, 0)
+        });
+        one.busy = Duration::from_millis(30);
+        let mut two = Tally::default();
+        two.count(&ItemReport::for_test(2, Status::NotFound, 0));
+        two.count(&ItemReport::for_test(3, Status::Skipped, 0));
+        two.idle = Duration::from_millis(5);
+        one += two;
+        let expected = Tally {
+            items: 4,
+            ok: 1,
+            not_found: 1,
+            error: 1,
+            skipped: 1,
+            retries: 2,
+            bytes: 10,
+            busy: Duration::from_millis(30),
+            idle: Duration::from_millis(5),
+        };
+        assert_eq!(one, expected);
+        let summary = one.summary(0.5);
+        assert_eq!((summary.retries, summary.busy_secs), (2, 0.03));
+    }
+
     /// The size of this process's descriptor table (`FDSize`).
     fn table_size() -> usize {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -148,12 +148,25 @@ impl ItemReport {
     }
 }
 
-/// A worker's own summary, sent once when it has no more work.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// A worker's own summary, sent once when it has no more work; its log's
+/// `worker_summary` line says the same.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct WorkerSummary {
     pub items: u32,
+    /// `items` by outcome.
+    pub ok: u32,
+    pub not_found: u32,
+    pub error: u32,
+    pub skipped: u32,
+    /// Attempts beyond the first, summed over the items.
+    pub retries: u32,
     pub bytes: u64,
-    /// Seconds from the worker's start to its end, measured by the worker.
+    /// Seconds its loops spent on items, summed over its threads.
+    pub busy_secs: f64,
+    /// Seconds its loops spent waiting for a chunk, summed over its threads.
+    pub idle_secs: f64,
+    /// Seconds from the worker's start to its end, measured by the worker
+    /// (`wall_secs` in its log).
     pub secs: f64,
     /// Peak resident memory of the worker's process, in KiB (see
     /// [`crate::peak_rss_kb`]); `None` where it cannot be read.

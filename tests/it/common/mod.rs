@@ -218,6 +218,17 @@ fn read_all(pipe: Option<&mut impl std::io::Read>) -> Vec<u8> {
     buf
 }
 
+/// The `event=attempt` lines of a log, one per attempt (a worker log also has
+/// `item_done`, `worker_summary` and maybe `pinned` lines).
+pub fn attempt_lines(log: &str) -> impl Iterator<Item = &str> {
+    log.lines().filter(|l| is_event(l, "attempt"))
+}
+
+/// Whether a logfmt line is `event=<event>`.
+pub fn is_event(line: &str, event: &str) -> bool {
+    logfmt(line).get("event").map(String::as_str) == Some(event)
+}
+
 /// Parses one logfmt line into key/value pairs (quoted values unescaped).
 pub fn logfmt(line: &str) -> BTreeMap<String, String> {
     let mut fields = BTreeMap::new();
