@@ -443,8 +443,8 @@ mod tests {
             "proc 3x1, 7 items in 1.010 s, exit 1",
             "5 OK, 1 not found, 1 errors; 5000 bytes",
             "Slowest: worker 03, its last attempt ended at 1.000 s, 0.410 s after",
-            "NOT_FOUND  Atlantis  HTTP 404  (1 attempt, worker 01)",
-            "OK         Chad  2 attempts in 0.120 s, worker 01; before: HTTP 503",
+            "NOT_FOUND  Atlantis         1      01  HTTP 404\n",
+            "OK      Chad         2  0.120      01  HTTP 503\n",
             "worker 02 pid 1002 ended without finishing (signal: 9 (SIGKILL)) after 1 item; \
              handed on 2 items: Chile (worker 03: OK), Cuba (worker 03: ERROR)",
         ] {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::model::{Loss, LostWorker, RunSummary, Summary, WorkerRow};
+use super::model::{Loss, LostWorker, RunSummary, Summary};
 
 /// How many failed or retried items the text lists (the JSON has them all).
 const MAX_LISTED: usize = 50;
@@ -28,69 +28,67 @@ pub fn to_text(summary: &Summary) -> String {
     };
     if !summary.slowest_attempts.is_empty() {
         let _ = writeln!(out, "Slowest attempts:");
-        let _ = writeln!(
-            out,
-            "{:>8} {:<9} {:>4} {:>8} {:>8}  item (attempt)  reason",
-            "ms", "status", "http", "worker", "start_s"
-        );
-        for a in &summary.slowest_attempts {
-            let worker = format!("{}.{}", at(&a.dir, a.worker), a.thread);
-            let http = a.http.map_or_else(|| "-".to_string(), |c| c.to_string());
-            let _ = writeln!(
-                out,
-                "{:>8} {:<9} {:>4} {:>8} {:>8.3}  {} ({})  {}",
-                a.ms,
-                a.status.label(),
-                http,
-                worker,
-                a.start_secs,
-                a.item,
-                a.attempt,
-                a.reason.as_deref().unwrap_or("")
-            );
-        }
+        let rows = summary.slowest_attempts.iter().map(|a| {
+            vec![
+                a.ms.to_string(),
+                a.status.label().to_string(),
+                a.http.map_or_else(|| "-".to_string(), |c| c.to_string()),
+                format!("{}.{}", at(&a.dir, a.worker), a.thread),
+                format!("{:.3}", a.start_secs),
+                format!("{} ({})", a.item, a.attempt),
+                a.reason.clone().unwrap_or_default(),
+            ]
+        });
+        let head = [
+            "ms",
+            "status",
+            "http",
+            "worker",
+            "start_s",
+            "item (attempt)",
+            "reason",
+        ];
+        columns(&mut out, &head, &[R, L, R, R, R, L, L], rows);
         out.push('\n');
     }
     if !summary.failed.is_empty() {
         let _ = writeln!(out, "Failed items ({}):", summary.failed.len());
-        for f in summary.failed.iter().take(MAX_LISTED) {
-            let mut how = Vec::new();
-            if let Some(n) = f.attempts {
-                how.push(plural(n as usize, "attempt"));
-            }
-            if let Some(w) = f.worker {
-                how.push(format!("worker {}", at(&f.dir, w)));
-            }
-            let _ = writeln!(
-                out,
-                "{:<9}  {}  {}  ({})",
-                f.status.label(),
-                f.item,
-                f.reason.as_deref().unwrap_or("-"),
-                how.join(", ")
-            );
-        }
+        let rows = summary.failed.iter().take(MAX_LISTED).map(|f| {
+            vec![
+                f.status.label().to_string(),
+                f.item.clone(),
+                f.attempts
+                    .map_or_else(|| "-".to_string(), |n| n.to_string()),
+                f.worker.map_or_else(|| "-".to_string(), |w| at(&f.dir, w)),
+                f.reason.clone().unwrap_or_else(|| "-".to_string()),
+            ]
+        });
+        let head = ["status", "item", "attempts", "worker", "reason"];
+        columns(&mut out, &head, &[L, L, R, R, L], rows);
         more(&mut out, summary.failed.len());
         out.push('\n');
     }
     if !summary.retried.is_empty() {
         let _ = writeln!(out, "Retried items ({}):", summary.retried.len());
-        for r in summary.retried.iter().take(MAX_LISTED) {
-            let reasons = if r.reasons.is_empty() {
-                String::new()
-            } else {
-                format!("; before: {}", r.reasons.join(", "))
-            };
-            let _ = writeln!(
-                out,
-                "{:<9}  {}  {} in {:.3} s, worker {}{reasons}",
-                r.status.label(),
-                r.item,
-                plural(r.attempts as usize, "attempt"),
-                r.ms as f64 / 1000.0,
+        let rows = summary.retried.iter().take(MAX_LISTED).map(|r| {
+            vec![
+                r.status.label().to_string(),
+                r.item.clone(),
+                r.attempts.to_string(),
+                format!("{:.3}", r.ms as f64 / 1000.0),
                 at(&r.dir, r.worker),
-            );
-        }
+                r.reasons.join(", "),
+            ]
+        });
+        let head = [
+            "status",
+            "item",
+            "attempts",
+            "secs",
+            "worker",
+            "before the last",
+        ];
+        columns(&mut out, &head, &[L, L, R, R, R, L], rows);
         more(&mut out, summary.retried.len());
         out.push('\n');
     }
@@ -106,6 +104,55 @@ pub fn to_text(summary: &Summary) -> String {
         out.pop();
     }
     out
+}
+
+/// How a column is aligned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+use Align::{Left as L, Right as R};
+
+/// A table whose columns are as wide as their widest cell, two spaces apart;
+/// the last column is not padded.
+fn columns(
+    out: &mut String,
+    head: &[&str],
+    align: &[Align],
+    rows: impl Iterator<Item = Vec<String>>,
+) {
+    let mut table: Vec<Vec<String>> = vec![head.iter().map(|h| h.to_string()).collect()];
+    table.extend(rows);
+    let mut widths = vec![0; head.len()];
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &table {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            let last = i + 1 == row.len();
+            match align[i] {
+                Align::Right => {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(cell);
+                }
+                Align::Left => {
+                    line.push_str(cell);
+                    if !last {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                }
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -164,13 +211,13 @@ fn write_run(out: &mut String, run: &RunSummary) {
         return;
     }
     let threads = run.workers.iter().any(|w| w.threads > 1);
-    let _ = write!(out, "{:>6} {:>8} ", "worker", "pid");
+    let mut head = vec!["worker", "pid"];
+    let mut align = vec![R, R];
     if threads {
-        let _ = write!(out, "{:>7} ", "threads");
+        head.push("threads");
+        align.push(R);
     }
-    let _ = writeln!(
-        out,
-        "{:>6} {:>6} {:>9} {:>6} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}  exit",
+    head.extend([
         "items",
         "ok",
         "not_found",
@@ -180,11 +227,31 @@ fn write_run(out: &mut String, run: &RunSummary) {
         "busy_s",
         "idle_s",
         "first_s",
-        "last_s"
-    );
-    for w in &run.workers {
-        write_row(out, w, threads);
-    }
+        "last_s",
+        "exit",
+    ]);
+    align.extend([R, R, R, R, R, R, R, R, R, R, L]);
+    let rows = run.workers.iter().map(|w| {
+        let mut row = vec![format!("{:02}", w.worker), w.pid.to_string()];
+        if threads {
+            row.push(w.threads.to_string());
+        }
+        row.extend([
+            w.items.to_string(),
+            w.ok.to_string(),
+            w.not_found.to_string(),
+            w.error.to_string(),
+            w.retries.to_string(),
+            w.bytes.to_string(),
+            secs(w.busy_secs),
+            secs(w.idle_secs),
+            secs(w.first_start_secs),
+            secs(w.last_end_secs),
+            w.exit.clone().unwrap_or_else(|| "-".to_string()),
+        ]);
+        row
+    });
+    columns(out, &head, &align, rows);
     if let Some(s) = &run.slowest {
         let lane = |worker: u32, thread: Option<u32>| match thread {
             Some(t) => format!("worker {worker:02} thread {t}"),
@@ -200,28 +267,6 @@ fn write_run(out: &mut String, run: &RunSummary) {
             s.first_done_secs
         );
     }
-}
-
-fn write_row(out: &mut String, w: &WorkerRow, threads: bool) {
-    let _ = write!(out, "{:>6} {:>8} ", format!("{:02}", w.worker), w.pid);
-    if threads {
-        let _ = write!(out, "{:>7} ", w.threads);
-    }
-    let _ = writeln!(
-        out,
-        "{:>6} {:>6} {:>9} {:>6} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}  {}",
-        w.items,
-        w.ok,
-        w.not_found,
-        w.error,
-        w.retries,
-        w.bytes,
-        secs(w.busy_secs),
-        secs(w.idle_secs),
-        secs(w.first_start_secs),
-        secs(w.last_end_secs),
-        w.exit.as_deref().unwrap_or("-")
-    );
 }
 
 fn write_lost(out: &mut String, l: &LostWorker, who: &str) {

@@ -195,10 +195,17 @@ fn the_text_names_the_slowest_worker_and_the_failures() {
     assert!(text.contains("5 OK, 1 not found, 0 errors"), "{text}");
     assert!(text.contains("\nSlowest: worker 0"), "{text}");
     assert!(text.contains("\nSlowest attempts:\n"), "{text}");
+    let failed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Failed items (1):"))
+        .take(3)
+        .collect();
+    assert_eq!(failed[1], "status     item      attempts  worker  reason");
     assert!(
-        text.contains("NOT_FOUND  Atlantis  HTTP 404  (1 attempt, worker 0"),
+        failed[2].starts_with("NOT_FOUND  Atlantis         1      0"),
         "{text}"
     );
+    assert!(failed[2].ends_with("  HTTP 404"), "{text}");
     let table: Vec<&str> = text
         .lines()
         .skip_while(|l| !l.starts_with("worker "))
