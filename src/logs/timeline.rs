@@ -272,15 +272,19 @@ fn draw(svg: &mut String, plan: &Plan) -> Result<(), Box<dyn std::error::Error>>
             Row::Heading(_) => None,
         });
     chart.draw_series(lanes)?;
-    // At least a pixel wide, so a 0 ms attempt still shows.
+    // At least a pixel wide, so a 0 ms attempt still shows; a pixel short
+    // of its end when it is wide enough, so that back-to-back attempts show
+    // as separate bars.
     let (px, _) = chart.plotting_area().get_pixel_range();
-    let min_width = plan.x_max / f64::from((px.end - px.start).max(1));
+    let pixel = plan.x_max / f64::from((px.end - px.start).max(1));
     chart.draw_series(plan.bars.iter().map(|b| {
+        let to = if b.to - b.from >= 3.0 * pixel {
+            b.to - pixel
+        } else {
+            b.to.max(b.from + pixel)
+        };
         Rectangle::new(
-            [
-                (b.from, y(b.row, 0.18)),
-                (b.to.max(b.from + min_width), y(b.row, 0.82)),
-            ],
+            [(b.from, y(b.row, 0.18)), (to, y(b.row, 0.82))],
             colour(b.status).filled(),
         )
     }))?;
