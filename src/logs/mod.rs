@@ -442,7 +442,7 @@ mod tests {
         for expected in [
             "proc 3x1, 7 items in 1.010 s, exit 1",
             "5 OK, 1 not found, 1 errors; 5000 bytes",
-            "Slowest: worker 03, its last attempt ended at 1.000 s, 0.410 s after",
+            "Slowest: worker 03, done at 1.000 s, 0.410 s after worker 01, the first to run out of work\n",
             "NOT_FOUND  Atlantis         1      01  HTTP 404\n",
             "OK      Chad         2  0.120      01  HTTP 503\n",
             "worker 02 pid 1002 ended without finishing (signal: 9 (SIGKILL)) after 1 item; \

@@ -247,7 +247,11 @@ fn write_run(out: &mut String, run: &RunSummary) {
             secs(w.idle_secs),
             secs(w.first_start_secs),
             secs(w.last_end_secs),
-            w.exit.clone().unwrap_or_else(|| "-".to_string()),
+            // `exit status: 0` is `0` here; a signal is named as it is.
+            w.exit.as_deref().map_or_else(
+                || "-".to_string(),
+                |e| e.strip_prefix("exit status: ").unwrap_or(e).to_string(),
+            ),
         ]);
         row
     });
@@ -259,12 +263,11 @@ fn write_run(out: &mut String, run: &RunSummary) {
         };
         let _ = writeln!(
             out,
-            "Slowest: {}, its last attempt ended at {:.3} s, {:.3} s after the first to run out of work ({}, {:.3} s)",
+            "Slowest: {}, done at {:.3} s, {:.3} s after {}, the first to run out of work",
             lane(s.worker, s.thread),
             s.last_end_secs,
             s.behind_secs,
             lane(s.first_done_worker, s.first_done_thread),
-            s.first_done_secs
         );
     }
 }
