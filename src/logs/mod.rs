@@ -527,5 +527,12 @@ mod tests {
             "{svg}"
         );
         assert!(svg.trim_end().ends_with("</svg>"));
+        // The text adds the runs up.
+        let text = to_text(&summarize(&runs, Filter::default(), 10));
+        assert!(
+            text.contains("\nAll 2 runs: 10 OK, 2 not found, 2 errors; 10000 bytes\n"),
+            "{text}"
+        );
+        assert!(text.contains("/a/03.0  "), "workers named by run: {text}");
     }
 }

@@ -198,6 +198,8 @@ pub struct RunSummary {
     pub threads: Option<u32>,
     /// Items the run set out to do (`master.log`'s `start`).
     pub items: Option<usize>,
+    /// `2/4`, when the run took one shard of the list.
+    pub shard: Option<String>,
     pub elapsed_secs: Option<f64>,
     /// Outcomes of the items, from the `item_done` lines (and master.log's
     /// `failed` lines for a failed item no worker log has).
@@ -422,6 +424,7 @@ fn run_summary(run: &Run, outcomes: &HashMap<&str, &ItemDone>, filter: Filter) -
         procs: run.start.as_ref().map(|s| s.procs),
         threads: run.start.as_ref().map(|s| s.threads),
         items: run.start.as_ref().and_then(|s| s.items),
+        shard: run.start.as_ref().and_then(|s| s.shard.clone()),
         elapsed_secs: run.elapsed_secs(),
         counts,
         bytes,

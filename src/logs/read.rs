@@ -212,6 +212,8 @@ pub struct Start {
     pub threads: u32,
     pub items: Option<usize>,
     pub site: Option<String>,
+    /// `2/4`, when the run took one shard of the list.
+    pub shard: Option<String>,
 }
 
 /// `event=worker_end`: how a worker ended, with the master's figures for it.
@@ -438,6 +440,7 @@ fn start(f: &Fields) -> Option<Start> {
         threads: f.parse("threads").unwrap_or(1),
         items: f.parse("items"),
         site: f.text("site"),
+        shard: f.get("shard").filter(|s| *s != "none").map(str::to_string),
     })
 }
 

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::model::{Loss, LostWorker, RunSummary, Summary};
+use crate::report::Counts;
 
 /// How many failed or retried items the text lists (the JSON has them all).
 const MAX_LISTED: usize = 50;
@@ -17,6 +18,14 @@ pub fn to_text(summary: &Summary) -> String {
     for run in &summary.runs {
         write_run(&mut out, run);
         out.push('\n');
+    }
+    if several {
+        let _ = writeln!(
+            out,
+            "All {} runs: {}\n",
+            summary.runs.len(),
+            counts_line(&summary.counts, summary.bytes)
+        );
     }
     // Where a worker is, when there are several runs: `logs-b/03`.
     let at = |dir: &str, worker: u32| {
@@ -173,6 +182,19 @@ fn more(out: &mut String, n: usize) {
     }
 }
 
+/// `28 OK, 0 not found, 2 errors; 404191 bytes` (skipped and interrupted when there are any).
+fn counts_line(c: &Counts, bytes: u64) -> String {
+    let mut line = format!("{} OK, {} not found, {} errors", c.ok, c.not_found, c.error);
+    if c.skipped > 0 {
+        let _ = write!(line, ", {} skipped", c.skipped);
+    }
+    if c.interrupted > 0 {
+        let _ = write!(line, ", {} interrupted", c.interrupted);
+    }
+    let _ = write!(line, "; {bytes} bytes");
+    line
+}
+
 fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"))
 }
@@ -184,6 +206,9 @@ fn write_run(out: &mut String, run: &RunSummary) {
     head.push(':');
     if let (Some(mode), Some(p), Some(t)) = (&run.mode, run.procs, run.threads) {
         let _ = write!(head, " {mode} {p}x{t},");
+    }
+    if let Some(shard) = &run.shard {
+        let _ = write!(head, " shard {shard},");
     }
     if let Some(items) = run.items {
         let _ = write!(head, " {items} items");
@@ -198,15 +223,7 @@ fn write_run(out: &mut String, run: &RunSummary) {
         head.push_str(", interrupted");
     }
     let _ = writeln!(out, "{}", head.trim_end_matches(','));
-    let c = &run.counts;
-    let mut counts = format!("{} OK, {} not found, {} errors", c.ok, c.not_found, c.error);
-    if c.skipped > 0 {
-        let _ = write!(counts, ", {} skipped", c.skipped);
-    }
-    if c.interrupted > 0 {
-        let _ = write!(counts, ", {} interrupted", c.interrupted);
-    }
-    let _ = writeln!(out, "{counts}; {} bytes", run.bytes);
+    let _ = writeln!(out, "{}", counts_line(&run.counts, run.bytes));
     if run.workers.is_empty() {
         return;
     }
