@@ -223,8 +223,11 @@ pub struct WorkerRow {
     pub items: u32,
     pub ok: u32,
     pub not_found: u32,
+    /// ERROR, but not the items an interrupt cut short.
     pub error: u32,
     pub skipped: u32,
+    /// Items an interrupt cut short (ERROR, reason `interrupted`).
+    pub interrupted: u32,
     /// Attempts beyond the first.
     pub retries: u32,
     pub bytes: u64,
@@ -471,6 +474,7 @@ pub fn worker_rows(run: &Run) -> Vec<WorkerRow> {
                 not_found: 0,
                 error: 0,
                 skipped: 0,
+                interrupted: 0,
                 retries: 0,
                 bytes: 0,
                 busy_secs: summary.map(|s| s.busy_secs),
@@ -492,6 +496,7 @@ pub fn worker_rows(run: &Run) -> Vec<WorkerRow> {
         not_found: 0,
         error: 0,
         skipped: 0,
+        interrupted: 0,
         retries: 0,
         bytes: 0,
         busy_secs: None,
@@ -507,6 +512,7 @@ pub fn worker_rows(run: &Run) -> Vec<WorkerRow> {
         match i.status {
             Status::Ok => row.ok += 1,
             Status::NotFound => row.not_found += 1,
+            Status::Error if i.reason.as_deref() == Some(INTERRUPTED) => row.interrupted += 1,
             Status::Error => row.error += 1,
             Status::Skipped => row.skipped += 1,
         }

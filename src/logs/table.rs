@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::model::{Loss, LostWorker, RunSummary, Summary};
+use super::model::{Loss, LostWorker, RunSummary, Summary, WorkerRow};
 use crate::report::Counts;
 
 /// How many failed or retried items the text lists (the JSON has them all).
@@ -227,51 +227,50 @@ fn write_run(out: &mut String, run: &RunSummary) {
     if run.workers.is_empty() {
         return;
     }
+    // Columns of figures no worker has are left out.
+    let any = |f: fn(&WorkerRow) -> u32| run.workers.iter().any(|w| f(w) > 0);
     let threads = run.workers.iter().any(|w| w.threads > 1);
-    let mut head = vec!["worker", "pid"];
-    let mut align = vec![R, R];
+    type Cell = fn(&WorkerRow) -> String;
+    let mut cols: Vec<(&str, Align, Cell)> = vec![
+        ("worker", R, |w| format!("{:02}", w.worker)),
+        ("pid", R, |w| w.pid.to_string()),
+    ];
     if threads {
-        head.push("threads");
-        align.push(R);
+        cols.push(("threads", R, |w| w.threads.to_string()));
     }
-    head.extend([
-        "items",
-        "ok",
-        "not_found",
-        "errors",
-        "retries",
-        "bytes",
-        "busy_s",
-        "idle_s",
-        "first_s",
-        "last_s",
-        "exit",
+    cols.extend([
+        ("items", R, (|w| w.items.to_string()) as Cell),
+        ("ok", R, |w| w.ok.to_string()),
+        ("not_found", R, |w| w.not_found.to_string()),
+        ("errors", R, |w| w.error.to_string()),
     ]);
-    align.extend([R, R, R, R, R, R, R, R, R, R, L]);
-    let rows = run.workers.iter().map(|w| {
-        let mut row = vec![format!("{:02}", w.worker), w.pid.to_string()];
-        if threads {
-            row.push(w.threads.to_string());
-        }
-        row.extend([
-            w.items.to_string(),
-            w.ok.to_string(),
-            w.not_found.to_string(),
-            w.error.to_string(),
-            w.retries.to_string(),
-            w.bytes.to_string(),
-            secs(w.busy_secs),
-            secs(w.idle_secs),
-            secs(w.first_start_secs),
-            secs(w.last_end_secs),
-            // `exit status: 0` is `0` here; a signal is named as it is.
+    if any(|w| w.skipped) {
+        cols.push(("skipped", R, |w| w.skipped.to_string()));
+    }
+    if any(|w| w.interrupted) {
+        cols.push(("interrupted", R, |w| w.interrupted.to_string()));
+    }
+    cols.extend([
+        ("retries", R, (|w| w.retries.to_string()) as Cell),
+        ("bytes", R, |w| w.bytes.to_string()),
+        ("busy_s", R, |w| secs(w.busy_secs)),
+        ("idle_s", R, |w| secs(w.idle_secs)),
+        ("first_s", R, |w| secs(w.first_start_secs)),
+        ("last_s", R, |w| secs(w.last_end_secs)),
+        // `exit status: 0` is `0` here; a signal is named as it is.
+        ("exit", L, |w| {
             w.exit.as_deref().map_or_else(
                 || "-".to_string(),
                 |e| e.strip_prefix("exit status: ").unwrap_or(e).to_string(),
-            ),
-        ]);
-        row
-    });
+            )
+        }),
+    ]);
+    let head: Vec<&str> = cols.iter().map(|c| c.0).collect();
+    let align: Vec<Align> = cols.iter().map(|c| c.1).collect();
+    let rows = run
+        .workers
+        .iter()
+        .map(|w| cols.iter().map(|c| (c.2)(w)).collect());
     columns(out, &head, &align, rows);
     if let Some(s) = &run.slowest {
         let lane = |worker: u32, thread: Option<u32>| match thread {

@@ -387,3 +387,51 @@ fn a_panicked_worker_s_log_is_read_up_to_its_panic() {
     assert_eq!(w2_row["items"], 3);
     assert_eq!(w2_row["finished"], false);
 }
+
+#[test]
+fn an_interrupted_run_is_read_as_the_report_tells_it() {
+    let site = Site::start(&["--delay-ms", "150"]);
+    let work = Work::new();
+    let child = work.spawn(
+        &[
+            "--base-url",
+            &site.base,
+            "--limit",
+            "60",
+            "--mode",
+            "proc",
+            "--procs",
+            "3",
+            "--json",
+        ],
+        &[],
+    );
+    let pid = child.id();
+    let start = std::time::Instant::now();
+    while work.files("flags").len() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal("INT", pid);
+    let out = common::wait_output(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let report = json(&out);
+    let out = work.run(&["logs", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let logs = json(&out);
+    assert_eq!(logs["counts"], report["counts"]);
+    assert!(logs["counts"]["interrupted"].as_u64().unwrap() > 0);
+    assert_eq!(logs["runs"][0]["interrupted"], true);
+    assert_eq!(
+        per_worker(&logs["runs"][0]["workers"]),
+        per_worker(&report["workers"])
+    );
+    assert!(logs["failed"].as_array().unwrap().is_empty(), "{logs}");
+    assert!(
+        logs["lost_workers"].as_array().unwrap().is_empty(),
+        "{logs}"
+    );
+    let text = stdout(&work.run(&["logs"]));
+    assert!(text.contains(", interrupted\n"), "{text}");
+}
