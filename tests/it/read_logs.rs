@@ -237,13 +237,16 @@ fn a_missing_dir_is_one_line_and_status_2() {
     );
 }
 
-/// The pids of the workers that said hello, waiting for `n` of them.
-fn hello_pids(work: &Work, n: usize) -> Vec<i32> {
+/// The workers that said hello, (worker, pid), waiting for `n` of them.
+fn hellos(work: &Work, n: usize) -> Vec<(u64, i32)> {
     let start = std::time::Instant::now();
     loop {
         let hellos = work.master_events("hello");
         if hellos.len() >= n {
-            return hellos.iter().map(|f| f["pid"].parse().unwrap()).collect();
+            return hellos
+                .iter()
+                .map(|f| (f["worker"].parse().unwrap(), f["pid"].parse().unwrap()))
+                .collect();
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -273,9 +276,21 @@ fn a_killed_worker_a_cut_line_and_a_missing_log_give_one_warning() {
         ],
         &[],
     );
-    let pids = hello_pids(&work, 3);
-    std::thread::sleep(Duration::from_millis(250));
-    signal("KILL", pids[1]);
+    // Killed once it has finished an item, so that it has a lane to end.
+    let (victim, pid) = hellos(&work, 3)[1];
+    let log = work.path(&format!("logs/worker-{victim:02}.log"));
+    let start = std::time::Instant::now();
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("event=item_done")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "worker {victim} did nothing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal("KILL", pid);
     let out = common::wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = json(&out);
@@ -315,20 +330,26 @@ fn a_killed_worker_a_cut_line_and_a_missing_log_give_one_warning() {
         "the text names the handed-on items: {text}"
     );
 
-    // Cut the last line of worker 1's log mid-line, and lose worker 3's log.
-    let w1 = work.path("logs/worker-01.log");
-    let mut bytes = fs::read(&w1).unwrap();
+    // Cut the last line of one surviving worker's log mid-line, and lose
+    // the other's (hello order is not worker order: the dead one may be any).
+    let survivors: Vec<u64> = (1..=3).filter(|&w| w != dead).collect();
+    let (cut, gone) = (
+        format!("logs/worker-{:02}.log", survivors[0]),
+        format!("logs/worker-{:02}.log", survivors[1]),
+    );
+    let mut bytes = fs::read(work.path(&cut)).unwrap();
     bytes.truncate(bytes.len() - 10);
-    fs::write(&w1, bytes).unwrap();
-    fs::remove_file(work.path("logs/worker-03.log")).unwrap();
+    fs::write(work.path(&cut), bytes).unwrap();
+    fs::remove_file(work.path(&gone)).unwrap();
     let out = work.run(&["logs", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one warning line: {err}");
     assert_eq!(
         err,
-        "flagmaster: warning: logs/worker-01.log: 1 line not read (truncated or not logfmt); \
-         logs/worker-03.log: missing\n"
+        format!(
+            "flagmaster: warning: {cut}: 1 line not read (truncated or not logfmt); {gone}: missing\n"
+        )
     );
     let logs = json(&out);
     assert_eq!(logs["lost_workers"][0]["worker"], dead);
