@@ -30,6 +30,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Merge the --json reports of shards (or of any runs) into one report.
     MergeReports(MergeArgs),
+    /// Read the logs of runs: per-worker figures, the slowest attempts,
+    /// failures, retries, lost workers; --timeline draws them.
+    Logs(LogsArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Show the lesson's race: a shared counter that loses updates, and two fixes.
@@ -352,6 +355,11 @@ pub struct BenchArgs {
     /// Also draw the medians, with min-max whiskers, as a bar chart in this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+
+    /// Keep the logs of each setup's first measured run in DIR/SETUP and draw
+    /// them stacked on one time axis in DIR/timeline.svg (see `flagmaster logs`).
+    #[arg(long, value_name = "DIR")]
+    pub timeline: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -363,6 +371,60 @@ pub struct MergeArgs {
     /// Print the merged report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Log directories: of one run, or of several (shards, or runs to
+    /// compare) [default: logs].
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+
+    /// How many of the slowest attempts to list.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Print one JSON document instead of the text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Only worker N: its row, attempts, items and timeline lanes.
+    #[arg(long, value_name = "N")]
+    pub worker: Option<u32>,
+
+    /// Only attempts and items that ended so (the table stays whole).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub status: Option<StatusArg>,
+
+    /// Draw the runs as a timeline in this SVG file: a lane per worker
+    /// thread, a bar per attempt; several runs stacked on one time axis.
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<PathBuf>,
+}
+
+/// An outcome, as the logs write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    #[value(name = "OK")]
+    Ok,
+    #[value(name = "NOT_FOUND")]
+    NotFound,
+    #[value(name = "ERROR")]
+    Error,
+    #[value(name = "SKIPPED")]
+    Skipped,
+}
+
+impl StatusArg {
+    pub fn status(self) -> flagmaster_worker::protocol::Status {
+        use flagmaster_worker::protocol::Status;
+        match self {
+            StatusArg::Ok => Status::Ok,
+            StatusArg::NotFound => Status::NotFound,
+            StatusArg::Error => Status::Error,
+            StatusArg::Skipped => Status::Skipped,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -41,6 +41,10 @@ pub enum Error {
     /// Anything else the run needs before it starts (watching signals).
     #[error("{0}")]
     Setup(String),
+    /// `flagmaster logs`: a log directory that is missing, unreadable, or
+    /// holds no flagmaster log.
+    #[error("cannot read log dir {}: {why}", path.display())]
+    LogDir { path: PathBuf, why: String },
     #[error("bench: {0}")]
     Bench(String),
 }

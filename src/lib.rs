@@ -20,6 +20,7 @@ pub mod completions;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod logs;
 pub mod master;
 #[allow(unsafe_code)]
 mod os;
@@ -57,6 +58,7 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(args)) => site::serve::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::MergeReports(args)) => report::merge::run(args),
+        Some(Command::Logs(args)) => logs::run(args),
         Some(Command::Completions(args)) => completions::run(args.shell),
         Some(Command::Race(args)) => race::run(args),
         None => run::download(cli.run),

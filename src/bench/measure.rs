@@ -3,7 +3,7 @@
 //! memory, and what it cost the built-in site.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -95,8 +95,13 @@ impl Runner {
     }
 
     /// One run of `setup` in a child process, into a fresh dest: of the whole
-    /// list, or of its first `limit` items.
-    pub fn run(&self, setup: &Setup, limit: Option<usize>) -> Result<Sample, Error> {
+    /// list, or of its first `limit` items; its logs in `logs`, or thrown away.
+    pub fn run(
+        &self,
+        setup: &Setup,
+        limit: Option<usize>,
+        logs: Option<&Path>,
+    ) -> Result<Sample, Error> {
         let run_dir =
             tempfile::tempdir_in(self.work.path()).map_err(|source| Error::Unwritable {
                 what: "temporary directory",
@@ -114,7 +119,7 @@ impl Runner {
             .arg("--dest")
             .arg(run_dir.path().join("flags"))
             .arg("--log-dir")
-            .arg(run_dir.path().join("logs"))
+            .arg(logs.map_or_else(|| run_dir.path().join("logs"), Path::to_path_buf))
             .args(setup.args())
             .args(limit.map(|n| format!("--limit={n}")))
             .args(self.blur.map(|s| format!("--blur={s}")))

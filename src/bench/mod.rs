@@ -14,6 +14,8 @@ mod plot;
 mod setups;
 mod table;
 
+use std::path::{Path, PathBuf};
+
 use crate::cli::BenchArgs;
 use crate::error::Error;
 use crate::input::list;
@@ -33,6 +35,11 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
     let setups = setups::fit(&args, names.len());
     // An unwritable plot must not cost minutes of measurements first.
     let plot = args.plot.as_deref().map(Plot::create).transpose()?;
+    let timeline = args
+        .timeline
+        .as_deref()
+        .map(|dir| KeptLogs::create(dir, &setups))
+        .transpose()?;
     let target = target(&args, &names)?;
     let runner = Runner::new(&names, target.base.clone(), target.site, args.blur)?;
     let blur_note = args
@@ -49,7 +56,7 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
     );
     for setup in &setups {
         let items = setup.warm_up_items(names.len());
-        let warm = runner.run(setup, Some(items))?;
+        let warm = runner.run(setup, Some(items), None)?;
         eprintln!(
             "bench: {} {}x{} warm-up on {items} items: {:.3} s, {} ok",
             setup.mode, setup.procs, setup.threads, warm.secs, warm.ok
@@ -62,8 +69,12 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
     let mut measured: Vec<(Setup, Vec<Sample>)> =
         setups.into_iter().map(|s| (s, Vec::new())).collect();
     for run in 1..=args.runs {
-        for (setup, samples) in &mut measured {
-            let sample = runner.run(setup, None)?;
+        for (i, (setup, samples)) in measured.iter_mut().enumerate() {
+            let logs = timeline
+                .as_ref()
+                .filter(|_| run == 1)
+                .map(|t| t.dirs[i].as_path());
+            let sample = runner.run(setup, None, logs)?;
             eprintln!(
                 "bench: {} {}x{} run {run}: {:.3} s, {} ok",
                 setup.mode, setup.procs, setup.threads, sample.secs, sample.ok
@@ -89,6 +100,17 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
         let path = plot.write(&bench)?;
         eprintln!("bench: chart written to {}", path.display());
     }
+    if let Some(kept) = timeline {
+        let (runs, skipped) = crate::logs::read_runs(&kept.dirs)?;
+        if let Some(line) = crate::logs::warning(&skipped) {
+            eprintln!("{line}");
+        }
+        let path = kept.picture.write(&runs, crate::logs::Filter::default())?;
+        eprintln!(
+            "bench: timeline of the first measured runs written to {}",
+            path.display()
+        );
+    }
     let complete = bench
         .rows
         .iter()
@@ -98,6 +120,37 @@ pub fn run(args: BenchArgs) -> Result<u8, Error> {
     } else {
         crate::report::exit::SOME_FAILED
     })
+}
+
+/// `--timeline DIR`: a log directory per setup under DIR (named after the
+/// setup, `proc`, `hybrid`, ...) and the picture, created before any
+/// measurement so that a bad DIR is an error at once.
+struct KeptLogs {
+    dirs: Vec<PathBuf>,
+    picture: crate::logs::Timeline,
+}
+
+impl KeptLogs {
+    fn create(dir: &Path, setups: &[Setup]) -> Result<KeptLogs, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Unwritable {
+            what: "--timeline",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut dirs: Vec<PathBuf> = Vec::with_capacity(setups.len());
+        for setup in setups {
+            let mut name = setup.mode.to_string();
+            // The same setup twice in --modes: a directory each.
+            let mut n = 1;
+            while dirs.iter().any(|d| d.ends_with(&name)) {
+                n += 1;
+                name = format!("{}-{n}", setup.mode);
+            }
+            dirs.push(dir.join(name));
+        }
+        let picture = crate::logs::Timeline::create(&dir.join("timeline.svg"))?;
+        Ok(KeptLogs { dirs, picture })
+    }
 }
 
 /// Where the runs download from.

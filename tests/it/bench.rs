@@ -254,3 +254,50 @@ fn bench_plot_path_is_checked_before_measuring() {
         assert!(!plot.exists());
     }
 }
+
+#[test]
+fn bench_timeline_keeps_a_run_of_each_setup_and_stacks_them() {
+    let work = Work::new();
+    let out = work.run(&[
+        "bench",
+        "--items",
+        "12",
+        "--runs",
+        "2",
+        "--delay-ms",
+        "10",
+        "--jitter-ms",
+        "0",
+        "--modes",
+        "serial,threads,proc",
+        "--procs",
+        "2",
+        "--threads",
+        "3",
+        "--timeline",
+        "kept",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for setup in ["serial", "threads", "proc"] {
+        assert!(
+            work.path(&format!("kept/{setup}/master.log")).is_file(),
+            "{setup}"
+        );
+    }
+    let svg = std::fs::read_to_string(work.path("kept/timeline.svg")).unwrap();
+    // Lanes: 1 + 3 + 2; bars: 12 items of each setup, one attempt each.
+    assert_eq!(svg.matches("<rect class=\"lane\"").count(), 6);
+    assert_eq!(svg.matches("<rect class=\"attempt ok\"").count(), 36);
+    for heading in [
+        "kept/serial: serial 1x1",
+        "kept/threads: threads 1x3",
+        "kept/proc: proc 2x1",
+    ] {
+        assert!(svg.contains(heading), "{heading}");
+    }
+    assert!(
+        stderr(&out).contains("kept/timeline.svg"),
+        "{}",
+        stderr(&out)
+    );
+}

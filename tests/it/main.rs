@@ -14,6 +14,7 @@ mod polite;
 mod processes;
 mod progress;
 mod race;
+mod read_logs;
 mod reruns;
 mod shards;
 mod site_faults;
