@@ -3,8 +3,6 @@
 //! drawn with plotters' SVG backend (no font files needed: SVG text is laid
 //! out by whoever displays it).
 
-use std::fs::File;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
@@ -12,6 +10,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::table::Bench;
 use crate::error::Error;
+use crate::report::svg::SvgFile;
 
 /// One bar: a setup's label and its times in seconds.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,35 +112,15 @@ fn draw(svg: &mut String, title: &str, bars: &[Bar]) -> Result<(), Box<dyn std::
 
 /// The `--plot` file, created before any measurement so that a bad path is a
 /// usage error at once; the chart is written into it at the end.
-pub struct Plot {
-    path: PathBuf,
-    file: File,
-}
+pub struct Plot(SvgFile);
 
 impl Plot {
     pub fn create(path: &Path) -> Result<Plot, Error> {
-        let svg = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-        if !svg {
-            return Err(Error::Usage(format!(
-                "bad --plot {}: the chart is SVG, name it FILE.svg",
-                path.display()
-            )));
-        }
-        let file = File::create(path).map_err(|source| Error::Unwritable {
-            what: "--plot",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Plot {
-            path: path.to_path_buf(),
-            file,
-        })
+        SvgFile::create("--plot", "chart", "", path).map(Plot)
     }
 
     /// Draws the medians of `bench` into the file, and returns its path.
-    pub fn write(mut self, bench: &Bench) -> Result<PathBuf, Error> {
+    pub fn write(self, bench: &Bench) -> Result<PathBuf, Error> {
         let bars: Vec<Bar> = bench
             .rows
             .iter()
@@ -157,15 +136,7 @@ impl Plot {
             title += &format!(", --blur {sigma}");
         }
         let svg = bar_chart_svg(&title, &bars).map_err(Error::Bench)?;
-        self.file
-            .write_all(svg.as_bytes())
-            .and_then(|()| self.file.flush())
-            .map_err(|source| Error::Unwritable {
-                what: "--plot",
-                path: self.path.clone(),
-                source,
-            })?;
-        Ok(self.path)
+        self.0.write(&svg)
     }
 }
 

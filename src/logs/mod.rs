@@ -13,13 +13,12 @@ mod read;
 mod table;
 mod timeline;
 
-use std::fs::File;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::cli::LogsArgs;
 use crate::error::Error;
 use crate::report::exit;
+use crate::report::svg::SvgFile;
 
 pub use model::{summarize, Filter, Run, Summary};
 pub use read::{parse_fields, read_dir, read_line, DirLogs, Fields, Line, Record, Skipped};
@@ -95,46 +94,18 @@ pub fn warning(skipped: &[Skipped]) -> Option<String> {
 
 /// The `--timeline` file, created before anything is read so that a bad
 /// path is an error at once; the picture is written into it at the end.
-pub struct Timeline {
-    path: PathBuf,
-    file: File,
-}
+pub struct Timeline(SvgFile);
 
 impl Timeline {
     pub fn create(path: &Path) -> Result<Timeline, Error> {
-        let svg = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-        if !svg {
-            return Err(Error::Usage(format!(
-                "bad --timeline {}: the timeline is SVG, name it FILE.svg \
-                 (for a PNG, convert it, e.g. with rsvg-convert)",
-                path.display()
-            )));
-        }
-        let file = File::create(path).map_err(|source| Error::Unwritable {
-            what: "--timeline",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Timeline {
-            path: path.to_path_buf(),
-            file,
-        })
+        let hint = " (for a PNG, convert it, e.g. with rsvg-convert)";
+        SvgFile::create("--timeline", "timeline", hint, path).map(Timeline)
     }
 
     /// Draws `runs` into the file, and returns its path.
-    pub fn write(mut self, runs: &[Run], filter: Filter) -> Result<PathBuf, Error> {
+    pub fn write(self, runs: &[Run], filter: Filter) -> Result<PathBuf, Error> {
         let svg = timeline::svg(runs, filter).map_err(Error::Setup)?;
-        self.file
-            .write_all(svg.as_bytes())
-            .and_then(|()| self.file.flush())
-            .map_err(|source| Error::Unwritable {
-                what: "--timeline",
-                path: self.path.clone(),
-                source,
-            })?;
-        Ok(self.path)
+        self.0.write(&svg)
     }
 }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod exit;
 pub mod merge;
 pub mod progress;
+pub mod svg;
 
 use crate::input::shard::Shard;
 use crate::master::collect::{Collected, INTERRUPTED};
