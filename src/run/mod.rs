@@ -38,8 +38,8 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
         BASE_DESCRIPTORS + flagmaster_worker::FDS_PER_LOOP * config.concurrency() as usize,
     );
     let site = SiteInUse::start(&config.server)?;
-    let mut found = find_items(&config, &site.base_url)?;
-    let prepared = rerun::prepare(config.rerun, std::mem::take(&mut found.items), &config.dest);
+    let (items, found) = find_items(&config, &site.base_url)?;
+    let prepared = rerun::prepare(config.rerun, items, &config.dest);
     let plan = Plan::new(&config, prepared.to_fetch.len(), found.remote);
     let log = prepare_output(&config)?;
     let region = plan.polite.region(plan.procs)?;
@@ -92,8 +92,8 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
 
 /// The site of this run: the built-in one started here, or a URL.
 pub struct SiteInUse {
-    /// Running until dropped, for the built-in site.
-    site: Option<Site>,
+    /// The built-in site, which runs until this is dropped.
+    _site: Option<Site>,
     /// `DELAY (built-in, 197 flags, 100-300 ms latency)`, `REMOTE`, `none`.
     pub label: String,
     /// Empty when the items carry full URLs.
@@ -112,17 +112,17 @@ impl SiteInUse {
                 let kind = format!("{kind:?}").to_uppercase();
                 SiteInUse {
                     base_url: site.base_url(),
-                    site: Some(site),
+                    _site: Some(site),
                     label: format!("{kind} (built-in, {description})"),
                 }
             }
             Server::Url { label, base } => SiteInUse {
-                site: None,
+                _site: None,
                 label: label.clone(),
                 base_url: base.clone(),
             },
             Server::Direct => SiteInUse {
-                site: None,
+                _site: None,
                 label: "none".into(),
                 base_url: String::new(),
             },
@@ -132,12 +132,6 @@ impl SiteInUse {
     /// The site's short name for reports: `DELAY`, `REMOTE`, `custom`, `none`.
     pub fn short_label(&self) -> &str {
         self.label.split(' ').next().unwrap_or("")
-    }
-}
-
-impl Drop for SiteInUse {
-    fn drop(&mut self) {
-        drop(self.site.take());
     }
 }
 
@@ -162,10 +156,8 @@ fn builtin_site(kind: ServerKind, names: Vec<String>) -> SiteConfig {
     }
 }
 
-/// The items of this run.
+/// What is known of this run's items.
 pub struct Found {
-    /// This run's share of the list, in list order.
-    pub items: Vec<Item>,
     /// Items of this run (its share of the list).
     pub total: usize,
     pub shard: Option<ShardInfo>,
@@ -174,8 +166,9 @@ pub struct Found {
 }
 
 /// Resolves the items (a listing is fetched here: one that cannot be read is a
-/// set-up error, before anything is written), then takes this run's share.
-fn find_items(config: &RunConfig, base_url: &str) -> Result<Found, Error> {
+/// set-up error, before anything is written), then takes this run's share,
+/// in list order.
+fn find_items(config: &RunConfig, base_url: &str) -> Result<(Vec<Item>, Found), Error> {
     let mut items = config.input.items(base_url, &config.fetch)?;
     if let Some(limit) = config.limit {
         items.truncate(limit);
@@ -192,12 +185,12 @@ fn find_items(config: &RunConfig, base_url: &str) -> Result<Found, Error> {
         Some(s) => shard::select(items, s),
         None => items,
     };
-    Ok(Found {
+    let found = Found {
         total: items.len(),
-        items,
         shard,
         remote,
-    })
+    };
+    Ok((items, found))
 }
 
 /// Creates the destination and log directories, removes what an earlier run
