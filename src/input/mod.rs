@@ -465,8 +465,8 @@ impl Listing {
 
 /// GETs a listing with the run's headers and time limits.
 fn fetch_listing(url: &str, fetch: &FetchSettings) -> Result<Value, String> {
-    let agent = flagmaster_worker::http::agent(flagmaster_worker::http::config(fetch));
-    let mut request = agent.get(url);
+    let agents = flagmaster_worker::http::Agents::new(fetch);
+    let mut request = agents.for_url(url)?.agent.get(url);
     for (name, value) in &fetch.headers {
         request = request.header(name, value);
     }
