@@ -305,6 +305,14 @@ fn an_unreachable_proxy_is_a_retried_connection_error() {
         }
         assert!(!everything_shown(&work, &out).contains(SECRET));
     }
+    // A listing is read through the proxy too: failing, a set-up error.
+    let listing = format!("{}/v2/list", site.origin);
+    let out = run(&work, &["--listing", &listing, "--proxy", &dead], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!("flagmaster: cannot use listing {listing}: {reason}\n")
+    );
 }
 
 #[test]

@@ -256,10 +256,7 @@ impl Fetcher {
         let mut response = match called {
             Ok(r) => r,
             Err(e) => {
-                let (reason, transient) = match chosen.proxy {
-                    Some(proxy) => describe_via_proxy(&e, proxy),
-                    None => describe_ureq(&e),
-                };
+                let (reason, transient) = describe_failure(&e, chosen.proxy);
                 return Attempt::failed(reason, None, transient);
             }
         };
@@ -570,6 +567,15 @@ fn describe_ureq(e: &ureq::Error) -> (String, bool) {
         ureq::Error::BadUri(u) => (format!("bad url: {u}"), false),
         ureq::Error::Tls(t) => (format!("tls: {t}"), false),
         other => (other.to_string(), false),
+    }
+}
+
+/// A short reason for a failed request, sent directly or through `proxy`
+/// (`host:port`), and whether another attempt may help.
+pub fn describe_failure(e: &ureq::Error, proxy: Option<&str>) -> (String, bool) {
+    match proxy {
+        Some(proxy) => describe_via_proxy(e, proxy),
+        None => describe_ureq(e),
     }
 }
 
