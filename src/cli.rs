@@ -225,6 +225,20 @@ pub struct RunArgs {
     #[arg(long, help_heading = FILES)]
     pub keep_original: bool,
 
+    /// Send requests through this HTTP proxy: http://[USER:PASS@]HOST:PORT
+    /// (https:// for TLS to the proxy; https URLs go through a CONNECT
+    /// tunnel). Applies to every item, loopback ones too, except --noproxy's
+    /// hosts [default: https_proxy / HTTPS_PROXY for https URLs, http_proxy
+    /// for http URLs, else ALL_PROXY, for non-loopback items only].
+    #[arg(long, value_name = "URL", help_heading = HTTP)]
+    pub proxy: Option<String>,
+
+    /// Hosts reached without a proxy, comma-separated, as curl reads them:
+    /// 'example.com' or '.example.com' matches it and its subdomains, '*'
+    /// every host [default: NO_PROXY / no_proxy].
+    #[arg(long, value_name = "LIST", help_heading = HTTP)]
+    pub noproxy: Option<String>,
+
     /// Extra request header 'Name: value', repeatable (e.g. 'Authorization:
     /// Client-ID ...'); values never appear in logs or reports.
     #[arg(long = "header", value_name = "HEADER", help_heading = HTTP)]

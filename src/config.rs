@@ -126,7 +126,7 @@ impl RunConfig {
         };
         let ignored = ignored_options(&args);
         // Refined once the items are known (see `crate::plan::Plan::new`).
-        let env_proxy = match (&server, &input) {
+        let may_be_remote = match (&server, &input) {
             (Server::Builtin(_), _) => false,
             (Server::Url { base, .. }, _) => !url::is_loopback_url(base),
             (Server::Direct, Input::Listing(listing)) => !url::is_loopback_url(&listing.url),
@@ -154,12 +154,17 @@ impl RunConfig {
                 read_timeout_ms: READ_TIMEOUT_MS.min(timeout_ms),
                 retries: args.retries,
                 max_size: args.max_size,
-                env_proxy,
+                proxy: crate::proxy::settings(
+                    args.proxy.as_deref(),
+                    args.noproxy.as_deref(),
+                    may_be_remote,
+                    |name| std::env::var(name).ok(),
+                )?,
                 headers: parse_headers(&args.headers)?,
                 blur: args.blur,
                 keep_original: args.keep_original,
             },
-            polite: Politeness::new(args.max_rps, args.per_host, env_proxy),
+            polite: Politeness::new(args.max_rps, args.per_host, may_be_remote),
             json: args.json,
             display: Display::choose(args.quiet, args.verbose, args.json),
             quiet: args.quiet,

@@ -26,6 +26,7 @@ pub mod master;
 mod os;
 pub mod plan;
 pub mod polite;
+pub mod proxy;
 pub mod race;
 pub mod report;
 pub mod run;

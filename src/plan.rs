@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use flagmaster_worker::protocol::FetchSettings;
+use flagmaster_worker::proxy::ProxySettings;
 
 use crate::cli::Mode;
 use crate::config::RunConfig;
@@ -27,7 +28,8 @@ pub struct Plan {
     pub asked: Option<(u32, u32)>,
     pub pin: bool,
     pub chunking: Chunking,
-    /// The run's settings, with the proxy decided by the items' hosts.
+    /// The run's settings, with the environment's proxy dropped when every
+    /// item is on this machine.
     pub fetch: FetchSettings,
     /// The caps, with "remote" decided by the items' hosts.
     pub polite: Politeness,
@@ -62,7 +64,12 @@ impl Plan {
             pin: config.pin,
             chunking,
             fetch: FetchSettings {
-                env_proxy: remote,
+                // The environment's proxies are for other hosts only.
+                proxy: if remote || !config.fetch.proxy.direct_loopback {
+                    config.fetch.proxy.clone()
+                } else {
+                    ProxySettings::default()
+                },
                 ..config.fetch.clone()
             },
             polite: config.polite.clone().with_remote(remote),

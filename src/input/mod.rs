@@ -465,12 +465,15 @@ impl Listing {
 
 /// GETs a listing with the run's headers and time limits.
 fn fetch_listing(url: &str, fetch: &FetchSettings) -> Result<Value, String> {
-    let agent = flagmaster_worker::http::agent(flagmaster_worker::http::config(fetch));
-    let mut request = agent.get(url);
+    let agents = flagmaster_worker::http::Agents::new(fetch);
+    let chosen = agents.for_url(url)?;
+    let mut request = chosen.agent.get(url);
     for (name, value) in &fetch.headers {
         request = request.header(name, value);
     }
-    let mut response = request.call().map_err(|e| e.to_string())?;
+    let mut response = request
+        .call()
+        .map_err(|e| flagmaster_worker::fetch::describe_failure(&e, chosen.proxy).0)?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("HTTP {}", status.as_u16()));

@@ -6,6 +6,7 @@ use std::io::Write;
 
 use flagmaster_worker::log::LogFile;
 use flagmaster_worker::polite::Region;
+use flagmaster_worker::proxy::redact;
 
 use super::{Found, SiteInUse};
 use crate::cli::Mode;
@@ -76,6 +77,9 @@ fn notes(
         Server::Direct => format!("Site: none (full URLs from {})\n", config.list_label),
         _ => format!("Site: {} at {}\n", site.label, site.base_url),
     };
+    if let Some(proxy) = crate::proxy::note(&plan.fetch.proxy) {
+        out += &format!("Proxy: {proxy}\n");
+    }
     let hosts = match config.server {
         Server::Direct => "each host",
         _ => site.base_url.as_str(),
@@ -132,6 +136,8 @@ fn log_start(plan: &Plan, info: &RunInfo, found: &Found, region: Option<&Region>
         Some(s) => (s.shard.to_string(), s.shard.source.key()),
         None => ("none".to_string(), "-"),
     };
+    let proxy = &plan.fetch.proxy;
+    let redacted = |url: &Option<String>| url.as_deref().map_or("-".to_string(), redact);
     let region_path = region.map_or_else(|| "-".to_string(), |r| r.path().display().to_string());
     log.line(&[
         ("event", &"start"),
@@ -168,6 +174,17 @@ fn log_start(plan: &Plan, info: &RunInfo, found: &Found, region: Option<&Region>
         ("polite_region", &region_path),
         ("blur", &or_dash(plan.fetch.blur)),
         ("keep_original", &plan.fetch.keep_original),
+        // Credentials replaced by `***`.
+        ("proxy_http", &redacted(&proxy.http)),
+        ("proxy_https", &redacted(&proxy.https)),
+        (
+            "no_proxy",
+            &if proxy.no_proxy.is_empty() {
+                "-".to_string()
+            } else {
+                proxy.no_proxy.join(",")
+            },
+        ),
     ]);
 }
 

@@ -13,6 +13,7 @@ mod modes;
 mod polite;
 mod processes;
 mod progress;
+mod proxies;
 mod race;
 mod read_logs;
 mod reruns;

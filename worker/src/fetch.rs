@@ -20,7 +20,6 @@ use ureq::http::header::{
     LAST_MODIFIED, RETRY_AFTER,
 };
 use ureq::http::HeaderMap;
-use ureq::Agent;
 
 use crate::blur;
 use crate::http;
@@ -54,7 +53,7 @@ pub struct WorkerId {
 /// thread takes its own with [`Fetcher::for_thread`].
 #[derive(Clone)]
 pub struct Fetcher {
-    agent: Agent,
+    agents: http::Agents,
     settings: Arc<FetchSettings>,
     dest: Arc<PathBuf>,
     /// The run's politeness caps, shared with every other worker; `None` when
@@ -97,11 +96,11 @@ impl Attempt {
 
 impl Fetcher {
     pub fn new(settings: FetchSettings, dest: PathBuf) -> Fetcher {
-        let agent = http::agent(http::config(&settings));
+        let agents = http::Agents::new(&settings);
         // An absolute dest spares the temporary-file code a getcwd per item.
         let dest = std::path::absolute(&dest).unwrap_or(dest);
         Fetcher {
-            agent,
+            agents,
             settings: Arc::new(settings),
             dest: Arc::new(dest),
             gate: None,
@@ -116,7 +115,7 @@ impl Fetcher {
     /// its own reuses connections just as well.
     pub fn for_thread(&self) -> Fetcher {
         Fetcher {
-            agent: http::agent(self.agent.config().clone()),
+            agents: self.agents.for_thread(),
             ..self.clone()
         }
     }
@@ -228,7 +227,11 @@ impl Fetcher {
     /// One request with at most `budget` for all of it.
     /// The file name has been checked by the caller.
     fn attempt(&self, item: &Item, budget: Duration) -> Attempt {
-        let mut request = self.agent.get(&item.url);
+        let chosen = match self.agents.for_url(&item.url) {
+            Ok(chosen) => chosen,
+            Err(reason) => return Attempt::failed(reason, None, false),
+        };
+        let mut request = chosen.agent.get(&item.url);
         for (name, value) in &self.settings.headers {
             request = request.header(name, value);
         }
@@ -253,7 +256,7 @@ impl Fetcher {
         let mut response = match called {
             Ok(r) => r,
             Err(e) => {
-                let (reason, transient) = describe_ureq(&e);
+                let (reason, transient) = describe_failure(&e, chosen.proxy);
                 return Attempt::failed(reason, None, transient);
             }
         };
@@ -564,6 +567,52 @@ fn describe_ureq(e: &ureq::Error) -> (String, bool) {
         ureq::Error::BadUri(u) => (format!("bad url: {u}"), false),
         ureq::Error::Tls(t) => (format!("tls: {t}"), false),
         other => (other.to_string(), false),
+    }
+}
+
+/// A short reason for a failed request, sent directly or through `proxy`
+/// (`host:port`), and whether another attempt may help.
+pub fn describe_failure(e: &ureq::Error, proxy: Option<&str>) -> (String, bool) {
+    match proxy {
+        Some(proxy) => describe_via_proxy(e, proxy),
+        None => describe_ureq(e),
+    }
+}
+
+/// A short reason for a failed request that went through `proxy`
+/// (`host:port`). ureq connects to the proxy itself, which connects to the
+/// site, so a failure to connect is the proxy's; the proxy's answer to the
+/// CONNECT says what became of the site.
+fn describe_via_proxy(e: &ureq::Error, proxy: &str) -> (String, bool) {
+    let unreachable = |why: &str| (format!("proxy {proxy} unreachable: {why}"), true);
+    match e {
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            unreachable(&describe_io(io))
+        }
+        ureq::Error::ConnectionFailed => unreachable("connection failed"),
+        ureq::Error::Timeout(ureq::Timeout::Connect) => unreachable("connect timeout"),
+        ureq::Error::HostNotFound => (format!("proxy {proxy}: host not found"), false),
+        ureq::Error::ConnectProxyFailed(why) => {
+            // `proxy server responded 502/Bad Gateway`: the site's fault,
+            // retried like a 5xx; `407`, `403`: the proxy's refusal, final.
+            let code = why
+                .strip_prefix("proxy server responded ")
+                .and_then(|rest| rest.get(..3))
+                .and_then(|c| c.parse::<u16>().ok());
+            let reason = match code {
+                Some(code) => format!("proxy {proxy} answered {code} to CONNECT"),
+                None => format!("proxy {proxy}: {why}"),
+            };
+            (reason, code.is_none_or(|c| c >= 500))
+        }
+        other => describe_ureq(other),
     }
 }
 

@@ -1,18 +1,22 @@
 //! The HTTP client of every request flagmaster makes: one ureq configuration
-//! (every timeout set, statuses as outcomes, small buffers, the proxy only
-//! off this machine) and the agents built on it, for the workers' fetches and
-//! the master's listing alike.
+//! (every timeout set, statuses as outcomes, small buffers, no proxy of ureq's
+//! own choosing) and the agents built on it, one for each way a request can go
+//! (see [`crate::proxy`]), for the workers' fetches and the master's listing
+//! alike.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::config::Config;
+use ureq::config::{Config, ConfigBuilder};
 use ureq::http::Uri;
+use ureq::typestate::AgentScope;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
-use ureq::Agent;
+use ureq::{Agent, Proxy};
 
 use crate::protocol::FetchSettings;
+use crate::proxy::{self, ProxySettings, Route};
 
 /// Hosts an agent keeps an idle connection to.
 const IDLE_HOSTS: usize = 10;
@@ -23,8 +27,13 @@ pub const OUTPUT_BUFFER: usize = 16 * 1024;
 /// The client configuration of a run. Every timeout is set: ureq's default
 /// for each is none, and a stalled server would hang a worker.
 pub fn config(settings: &FetchSettings) -> Config {
+    builder(settings).build()
+}
+
+/// The configuration of [`config`], still open to changes.
+fn builder(settings: &FetchSettings) -> ConfigBuilder<AgentScope> {
     let timeout = Duration::from_millis(settings.timeout_ms);
-    let mut config = Agent::config_builder()
+    let config = Agent::config_builder()
         .http_status_as_error(false)
         .user_agent(concat!("flagmaster/", env!("CARGO_PKG_VERSION")))
         .timeout_global(Some(timeout))
@@ -51,10 +60,101 @@ pub fn config(settings: &FetchSettings) -> Config {
         // for a few hosts.
         .max_idle_connections(IDLE_HOSTS)
         .max_idle_connections_per_host(1);
-    if !settings.env_proxy {
-        config = config.proxy(None);
+    // ureq's default is the environment's proxy for every URL; which proxy a
+    // request uses is decided by `Agents` instead.
+    config.proxy(None)
+}
+
+/// One agent for each way a request can go: directly, and through each proxy
+/// of the run. A pool is per agent, so a connection to a proxy is never
+/// reused for a direct request or the other way round.
+#[derive(Clone)]
+pub struct Agents {
+    direct: Agent,
+    http: Option<Via>,
+    https: Option<Via>,
+    proxy: Arc<ProxySettings>,
+}
+
+/// An agent whose requests go through a proxy.
+#[derive(Clone)]
+struct Via {
+    /// `None` when the URL does not make a proxy (the master checks it first).
+    agent: Option<Agent>,
+    /// `host:port`, as messages name the proxy.
+    name: Arc<str>,
+}
+
+/// The agent for a request, and the proxy (`host:port`) it goes through.
+pub struct Chosen<'a> {
+    pub agent: &'a Agent,
+    pub proxy: Option<&'a str>,
+}
+
+impl Agents {
+    pub fn new(settings: &FetchSettings) -> Agents {
+        let via = |url: &Option<String>| {
+            url.as_deref().map(|url| match Proxy::new(url) {
+                Ok(p) => Via {
+                    name: proxy::host_port(&p).into(),
+                    agent: Some(agent(builder(settings).proxy(Some(p)).build())),
+                },
+                Err(_) => Via {
+                    name: proxy::redact(url).into(),
+                    agent: None,
+                },
+            })
+        };
+        Agents {
+            http: via(&settings.proxy.http),
+            https: via(&settings.proxy.https),
+            direct: agent(config(settings)),
+            proxy: Arc::new(settings.proxy.clone()),
+        }
     }
-    config.build()
+
+    /// The same agents with connection pools of their own (see
+    /// `Fetcher::for_thread`).
+    pub fn for_thread(&self) -> Agents {
+        let fresh = |via: &Option<Via>| {
+            via.as_ref().map(|v| Via {
+                agent: v.agent.as_ref().map(|a| agent(a.config().clone())),
+                name: Arc::clone(&v.name),
+            })
+        };
+        Agents {
+            direct: agent(self.direct.config().clone()),
+            http: fresh(&self.http),
+            https: fresh(&self.https),
+            proxy: Arc::clone(&self.proxy),
+        }
+    }
+
+    /// The agent for `url`, or the reason it has none (a proxy URL that
+    /// makes no proxy).
+    pub fn for_url(&self, url: &str) -> Result<Chosen<'_>, String> {
+        let via = match self.proxy.route(url) {
+            Route::Direct => {
+                return Ok(Chosen {
+                    agent: &self.direct,
+                    proxy: None,
+                })
+            }
+            Route::HttpProxy => self.http.as_ref(),
+            Route::HttpsProxy => self.https.as_ref(),
+        };
+        match via {
+            Some(Via {
+                agent: Some(agent),
+                name,
+            }) => Ok(Chosen {
+                agent,
+                proxy: Some(name),
+            }),
+            Some(Via { agent: None, name }) => Err(format!("bad proxy {name}")),
+            None => Err("no proxy".into()),
+        }
+    }
 }
 
 /// An agent with a connection pool of its own over `config`.

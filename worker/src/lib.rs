@@ -21,6 +21,7 @@ pub mod log;
 mod os;
 pub mod polite;
 pub mod protocol;
+pub mod proxy;
 pub mod save;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -250,8 +250,9 @@ pub struct FetchSettings {
     pub retries: u32,
     /// Largest body accepted, in bytes.
     pub max_size: u64,
-    /// Use proxy settings from the environment (off for loopback sites).
-    pub env_proxy: bool,
+    /// Which proxy each request goes through (`--proxy`, `--noproxy`, the
+    /// environment), as the master decided. Defaults to none.
+    pub proxy: crate::proxy::ProxySettings,
     /// Extra request headers (`--header`), e.g. `Authorization`. Never logged.
     pub headers: Vec<(String, String)>,
     /// Gaussian blur applied to each saved image (`--blur SIGMA`), if any.

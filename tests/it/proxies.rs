@@ -1,0 +1,346 @@
+//! Proxies: downloads through a real proxy (tinyproxy, which `.ci/run`
+//! installs), the no-proxy list, the environment's convention, an unreachable
+//! proxy, bad proxy URLs, and credentials that never show.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use flagmaster::site::flag::flag_jpeg;
+
+use crate::common::{
+    flag_names, stderr, stdout, wait_output, ChildGuard, Site, Work, BIN, RUN_DEADLINE,
+};
+
+/// The password of the proxy URLs below: it must appear nowhere.
+const SECRET: &str = "pw-0f-the-proxy";
+
+/// Every variable a proxy setting could come from, removed from each run so
+/// that the machine's own settings do not leak into the tests.
+const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// A run's arguments and environment.
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
+/// A tinyproxy on a free 127.0.0.1 port, with its config and log in a
+/// directory of its own; stopped by pid when dropped.
+struct Tinyproxy {
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    _guard: ChildGuard,
+}
+
+impl Tinyproxy {
+    fn start() -> Tinyproxy {
+        Tinyproxy::with_config("")
+    }
+
+    /// With `extra` lines in its configuration (`BasicAuth USER PASS`).
+    fn with_config(extra: &str) -> Tinyproxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("tinyproxy.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nLogFile \"{}\"\n\
+                 LogLevel Connect\nMaxClients 64\nTimeout 30\n{extra}\n",
+                log.display()
+            ),
+        )
+        .expect("write tinyproxy.conf");
+        let child = Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tinyproxy (Debian package tinyproxy; .ci/run installs it)");
+        let guard = ChildGuard(child);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "tinyproxy listens on {port} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tinyproxy {
+            port,
+            log,
+            _dir: dir,
+            _guard: guard,
+        }
+    }
+
+    /// The proxy's URL, with credentials (tinyproxy ignores them).
+    fn url(&self) -> String {
+        format!("http://user:{SECRET}@127.0.0.1:{}", self.port)
+    }
+
+    /// Tunnels opened so far to `host_port` (`CONNECT host:port` requests).
+    fn tunnels_to(&self, host_port: &str) -> usize {
+        let needle = format!("CONNECT {host_port} ");
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+}
+
+/// A port nothing listens on (free a moment ago).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Runs flagmaster in `work` with no proxy settings but `env`.
+fn run(work: &Work, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    for var in PROXY_VARS {
+        command.env_remove(var);
+    }
+    let child = command
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(work.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flagmaster");
+    wait_output(child, RUN_DEADLINE)
+}
+
+/// Everything a run left that a person could read: stdout, stderr, every log.
+fn everything_shown(work: &Work, out: &Output) -> String {
+    let mut all = stdout(out) + &stderr(out);
+    for entry in fs::read_dir(work.path("logs")).into_iter().flatten() {
+        all += &fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+    }
+    all
+}
+
+/// `host:port` of the site's base URL.
+fn site_host_port(site: &Site) -> String {
+    site.origin.trim_start_matches("http://").to_string()
+}
+
+/// Downloads `names` from `site` with `args` and checks every file.
+fn download(work: &Work, site: &Site, names: &[String], args: &[&str], env: &[(&str, &str)]) {
+    let list = work.write_list(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut all = vec!["--base-url", &site.base, "--list", list.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = run(work, &all, env);
+    let what = format!("{args:?} {env:?}");
+    assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["counts"]["ok"], names.len(), "{what}");
+    let files = work.files("flags");
+    assert_eq!(files.len(), names.len(), "{what}");
+    for name in names {
+        assert_eq!(
+            files[&format!("{name}.jpg")],
+            flag_jpeg(name),
+            "{what}: {name}"
+        );
+    }
+    assert!(
+        !everything_shown(work, &out).contains(SECRET),
+        "{what}: the proxy's password shows"
+    );
+}
+
+#[test]
+fn every_mode_downloads_through_a_real_proxy() {
+    let site = Site::start(&[]);
+    let proxy = Tinyproxy::start();
+    let target = site_host_port(&site);
+    let names = flag_names(12);
+    let url = proxy.url();
+    for mode in [
+        &["--mode", "serial"][..],
+        &["--mode", "threads", "--threads", "4"],
+        &["--mode", "proc", "--procs", "2"],
+        &["--mode", "proc", "--procs", "2", "--threads", "2"],
+    ] {
+        let work = Work::new();
+        let before = proxy.tunnels_to(&target);
+        let mut args = mode.to_vec();
+        args.extend(["--proxy", &url]);
+        download(&work, &site, &names, &args, &[]);
+        assert!(
+            proxy.tunnels_to(&target) > before,
+            "{mode:?}: tinyproxy's log shows no CONNECT {target}"
+        );
+        let start = &work.master_events("start")[0];
+        let shown = format!("http://***@127.0.0.1:{}", proxy.port);
+        assert_eq!(start["proxy_http"], shown);
+        assert_eq!(start["proxy_https"], shown);
+    }
+}
+
+#[test]
+fn credentials_reach_the_proxy_and_its_refusal_is_final() {
+    let site = Site::start(&[]);
+    let proxy = Tinyproxy::with_config(&format!("BasicAuth alice {SECRET}"));
+    let names = flag_names(4);
+    let work = Work::new();
+    download(
+        &work,
+        &site,
+        &names,
+        &["--proxy", &proxy.url().replace("user", "alice")],
+        &[],
+    );
+    let wrong = format!("http://alice:wrong-{SECRET}@127.0.0.1:{}", proxy.port);
+    let work = Work::new();
+    let args = [
+        "--base-url",
+        &site.base,
+        "--limit",
+        "2",
+        "--proxy",
+        &wrong,
+        "--json",
+    ];
+    let out = run(&work, &args, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for r in report["results"].as_array().expect("results") {
+        // tinyproxy says 401 where RFC 9110 says 407.
+        let reason = format!("proxy 127.0.0.1:{} answered 401 to CONNECT", proxy.port);
+        assert_eq!(r["reason"], reason.as_str());
+        assert_eq!(r["attempts"], 1, "a refusal is not retried");
+    }
+    assert!(!everything_shown(&work, &out).contains(SECRET));
+}
+
+#[test]
+fn the_no_proxy_list_and_loopback_items_bypass_the_proxy() {
+    let site = Site::start(&[]);
+    let proxy = Tinyproxy::start();
+    let names = flag_names(6);
+    let url = proxy.url();
+    let cases: [Case; 4] = [
+        (vec!["--proxy", &url, "--noproxy", "127.0.0.1"], vec![]),
+        (
+            vec!["--proxy", &url],
+            vec![("NO_PROXY", "localhost,127.0.0.1")],
+        ),
+        (
+            vec!["--proxy", &url, "--mode", "threads"],
+            vec![("no_proxy", "*")],
+        ),
+        // The environment's proxies are never used for loopback hosts.
+        (vec![], vec![("http_proxy", &url), ("ALL_PROXY", &url)]),
+    ];
+    for (args, env) in cases {
+        download(&Work::new(), &site, &names, &args, &env);
+    }
+    let log = fs::read_to_string(&proxy.log).unwrap_or_default();
+    // (Its `Connect` lines are the readiness probe's.)
+    assert!(
+        !log.contains(": CONNECT "),
+        "tinyproxy saw requests:\n{log}"
+    );
+}
+
+#[test]
+fn an_unreachable_proxy_is_a_retried_connection_error() {
+    let site = Site::start(&[]);
+    let port = free_port();
+    let reason = format!("proxy 127.0.0.1:{port} unreachable: connection refused");
+    let dead = format!("http://user:{SECRET}@127.0.0.1:{port}");
+    let work = Work::new();
+    // Remote-looking items (never resolved: the proxy would resolve them)
+    // use the environment's proxy for their scheme.
+    let urls = work.path("urls.txt");
+    fs::write(
+        &urls,
+        "http://flags.invalid/a.jpg\nhttps://flags.invalid/b.jpg\n",
+    )
+    .expect("write urls");
+    let runs: [Case; 3] = [
+        (
+            vec!["--base-url", &site.base, "--limit", "2", "--proxy", &dead],
+            vec![],
+        ),
+        (
+            vec!["--urls", urls.to_str().unwrap()],
+            vec![("http_proxy", &dead), ("HTTPS_PROXY", &dead)],
+        ),
+        (
+            vec!["--urls", urls.to_str().unwrap()],
+            vec![("all_proxy", &dead), ("HTTP_PROXY", "http://127.0.0.1:1")],
+        ),
+    ];
+    for (mut args, env) in runs {
+        args.extend(["--mode", "serial", "--retries", "1", "--json"]);
+        let out = run(&work, &args, &env);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let results = report["results"].as_array().expect("results");
+        assert_eq!(results.len(), 2);
+        for r in results {
+            assert_eq!(r["reason"], reason.as_str(), "{args:?} {env:?}");
+            assert_eq!(r["attempts"], 2, "retried as a connection error");
+        }
+        assert!(!everything_shown(&work, &out).contains(SECRET));
+    }
+    // A listing is read through the proxy too: failing, a set-up error.
+    let listing = format!("{}/v2/list", site.origin);
+    let out = run(&work, &["--listing", &listing, "--proxy", &dead], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!("flagmaster: cannot use listing {listing}: {reason}\n")
+    );
+}
+
+#[test]
+fn a_bad_proxy_url_is_a_set_up_error() {
+    let work = Work::new();
+    for (args, env, says) in [
+        (
+            vec!["--proxy", "socks5://u:pw-0f-the-proxy@h:1080"],
+            vec![],
+            "bad --proxy socks5://***@h:1080: socks5 proxies are not supported",
+        ),
+        (
+            vec!["--proxy", "ftp://u:pw-0f-the-proxy@h:21"],
+            vec![],
+            "bad --proxy ftp://***@h:21: not a proxy URL",
+        ),
+        (
+            vec!["--urls", "urls.txt"],
+            vec![("https_proxy", "gopher://u:pw-0f-the-proxy@h")],
+            "bad proxy in https_proxy (gopher://***@h): not a proxy URL",
+        ),
+    ] {
+        fs::write(work.path("urls.txt"), "https://flags.invalid/a.jpg\n").expect("urls");
+        let out = run(&work, &args, &env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains(SECRET) && stdout(&out).is_empty());
+    }
+}
