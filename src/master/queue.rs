@@ -152,6 +152,7 @@ mod tests {
             file: format!("N{index}.jpg"),
             ext_from_type: false,
             validators: None,
+            sha256: None,
         }
     }
 

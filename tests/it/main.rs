@@ -4,6 +4,7 @@
 
 mod bench;
 mod blur;
+mod checksums;
 mod cli;
 mod common;
 mod faults;

@@ -13,6 +13,7 @@
 pub mod affinity;
 pub mod blur;
 pub mod child;
+pub mod digest;
 pub mod fetch;
 pub mod host;
 pub mod http;
