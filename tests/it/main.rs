@@ -7,6 +7,7 @@ mod blur;
 mod checksums;
 mod cli;
 mod common;
+mod disk_full;
 mod faults;
 mod inputs;
 mod logs_lines;

@@ -28,7 +28,7 @@ use crate::http;
 use crate::log::{Line, LogFile, OrDash};
 use crate::polite::{host_key, Gate};
 use crate::protocol::{FetchSettings, Item, ItemReport, Status, Validators};
-use crate::save::{check_file_name, extension_for_type, save_stream, Expect, SaveError};
+use crate::save::{check_file_name, extension_for_type, save_stream, Expect, SaveError, DISK_FULL};
 
 /// First back-off delay; doubled for each further attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -86,6 +86,8 @@ struct Attempt {
     saved_as: Option<String>,
     /// The body did not have the expected SHA-256.
     mismatch: bool,
+    /// The file system of the destination is full.
+    disk_full: bool,
 }
 
 impl Attempt {
@@ -104,6 +106,7 @@ impl Attempt {
             blurred_sha256: None,
             saved_as: None,
             mismatch: false,
+            disk_full: false,
         }
     }
 }
@@ -242,6 +245,7 @@ impl Fetcher {
                 sha256: attempt.sha256.as_ref().map(digest::to_hex),
                 blurred_sha256: attempt.blurred_sha256.as_ref().map(digest::to_hex),
                 saved_as: attempt.saved_as,
+                disk_full: attempt.disk_full,
             };
         }
     }
@@ -345,12 +349,19 @@ impl Fetcher {
                     let mismatch = matches!(e, SaveError::ChecksumMismatch { .. });
                     let transient = mismatch
                         || matches!(e, SaveError::Read(_) | SaveError::LengthMismatch { .. });
+                    // A full disk ends the run's work, not only this item's.
+                    let disk_full = e.is_disk_full();
+                    if disk_full {
+                        crate::note_disk_full();
+                    }
                     let reason = match &e {
                         SaveError::Read(io) => describe_io(io),
+                        _ if disk_full => DISK_FULL.to_string(),
                         other => other.to_string(),
                     };
                     Attempt {
                         mismatch,
+                        disk_full,
                         ..Attempt::failed(reason, Some(code), transient)
                     }
                 }

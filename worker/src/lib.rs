@@ -47,6 +47,21 @@ pub fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// Set when a save found the destination's file system full. Process-wide,
+/// because the file system is: every loop of this process then ends the
+/// items of its chunk that it has not started, without a request.
+static DISK_FULL: AtomicBool = AtomicBool::new(false);
+
+/// A save found the disk full.
+pub fn note_disk_full() {
+    DISK_FULL.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`note_disk_full`] was called.
+pub fn disk_full() -> bool {
+    DISK_FULL.load(Ordering::SeqCst)
+}
+
 /// What one run of the worker loop did, or (summed with `+=`) a worker of
 /// several loops. The master keeps one per worker too, counted from the
 /// reports it received ([`Tally::count`]); its `busy` and `idle` stay zero,
@@ -204,7 +219,16 @@ pub fn run_loop(
                 return tally;
             }
             let begun = Instant::now();
-            let r = fetcher.fetch(item, who, log);
+            let r = if disk_full() {
+                ItemReport {
+                    worker: who.worker,
+                    thread: who.thread,
+                    disk_full: true,
+                    ..ItemReport::unfinished(item, save::DISK_FULL)
+                }
+            } else {
+                fetcher.fetch(item, who, log)
+            };
             tally.count(&r);
             let sent = report(r);
             tally.busy += begun.elapsed();

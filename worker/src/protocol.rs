@@ -113,6 +113,11 @@ pub struct ItemReport {
     /// re-run kept a file found under such a name.
     #[serde(default)]
     pub saved_as: Option<String>,
+    /// The item could not be saved, or was not started, because the
+    /// destination's file system is full (`ENOSPC`, `EDQUOT`): the master
+    /// hands out no more work.
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 impl ItemReport {
@@ -137,6 +142,7 @@ impl ItemReport {
             sha256: None,
             blurred_sha256: None,
             saved_as: None,
+            disk_full: false,
         }
     }
 

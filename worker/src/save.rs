@@ -102,6 +102,27 @@ pub enum SaveError {
     },
 }
 
+/// The reason of an item that could not be saved because the file system
+/// is full, and of every item the run then does not start.
+pub const DISK_FULL: &str = "disk full";
+
+impl SaveError {
+    /// The destination's file system, or the user's quota on it, is full:
+    /// no other item can be saved either.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, SaveError::Write(e) if is_disk_full(e))
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error()) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::StorageFull
+}
+
 /// What a body must be to be saved.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Expect {
