@@ -159,3 +159,45 @@ fn a_malformed_checksums_file_is_one_line_and_status_2() {
     );
     assert!(!work.path("flags").exists(), "nothing written");
 }
+
+#[test]
+fn the_manifest_holds_the_files_as_written_with_blur() {
+    let site = Site::start(&["--delay-ms", "0"]);
+    let names = flag_names(3);
+    for keep in [false, true] {
+        let work = Work::new();
+        let list = work.write_list(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut args = vec![
+            "--base-url",
+            &site.base,
+            "--list",
+            list.to_str().unwrap(),
+            "--mode",
+            "threads",
+            "--threads",
+            "2",
+            "--blur",
+            "2",
+            "--manifest",
+            "SHA256SUMS",
+            "--quiet",
+        ];
+        if keep {
+            args.push("--keep-original");
+        }
+        let out = work.run(&args);
+        assert_eq!(out.status.code(), Some(0), "keep {keep}: {}", stderr(&out));
+        let manifest = std::fs::read_to_string(work.path("SHA256SUMS")).unwrap();
+        let files = work.files("flags");
+        assert_eq!(files.len(), if keep { 6 } else { 3 });
+        assert_eq!(manifest.lines().count(), files.len(), "{manifest}");
+        for (file, bytes) in &files {
+            assert!(
+                manifest.contains(&format!("{}  {file}\n", sha256_hex(bytes))),
+                "keep {keep}: {file}: {manifest}"
+            );
+        }
+        let (ok, said) = sha256sum_check(&work.path("flags"), &work.path("SHA256SUMS"));
+        assert!(ok, "keep {keep}: {said}");
+    }
+}
