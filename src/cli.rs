@@ -239,6 +239,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "LIST", help_heading = HTTP)]
     pub noproxy: Option<String>,
 
+    /// Check every download against FILE, in sha256sum's format ('HEX  NAME',
+    /// NAME a file name in the destination): a body with another SHA-256 is
+    /// an ERROR ("checksum mismatch"), retried once, and nothing is saved.
+    /// Items without a line are fetched unchecked.
+    #[arg(long, value_name = "FILE", help_heading = FILES)]
+    pub checksums: Option<PathBuf>,
+
+    /// At the end, write FILE: the SHA-256 of every file the run saved or
+    /// kept, in sha256sum's format, sorted by name (check it with `cd DEST &&
+    /// sha256sum -c FILE`).
+    #[arg(long, value_name = "FILE", help_heading = FILES)]
+    pub manifest: Option<PathBuf>,
+
     /// Extra request header 'Name: value', repeatable (e.g. 'Authorization:
     /// Client-ID ...'); values never appear in logs or reports.
     #[arg(long = "header", value_name = "HEADER", help_heading = HTTP)]

@@ -12,6 +12,7 @@ use flagmaster_worker::protocol::FetchSettings;
 
 use crate::cli::{Mode, RunArgs, ServerKind};
 use crate::error::Error;
+use crate::input::checksums::Checksums;
 use crate::input::rerun::Rerun;
 use crate::input::shard::{self, Shard};
 use crate::input::{self, url, Input};
@@ -77,6 +78,10 @@ pub struct RunConfig {
     pub quiet: bool,
     /// What to do about files already in the destination.
     pub rerun: Rerun,
+    /// `--checksums`: the SHA-256 each file must have.
+    pub checksums: Option<Checksums>,
+    /// `--manifest`: where to write the SHA-256 of every file saved.
+    pub manifest: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -109,6 +114,7 @@ impl RunConfig {
                     .into(),
             ));
         }
+        let checksums = args.checksums.as_deref().map(Checksums::read).transpose()?;
         check_dir_target("--dest", &args.dest)?;
         check_dir_target("--log-dir", &args.log_dir)?;
 
@@ -163,12 +169,15 @@ impl RunConfig {
                 headers: parse_headers(&args.headers)?,
                 blur: args.blur,
                 keep_original: args.keep_original,
+                hash: args.manifest.is_some(),
             },
             polite: Politeness::new(args.max_rps, args.per_host, may_be_remote),
             json: args.json,
             display: Display::choose(args.quiet, args.verbose, args.json),
             quiet: args.quiet,
             rerun: Rerun::from_flags(args.skip_existing, args.if_changed),
+            checksums,
+            manifest: args.manifest,
         })
     }
 

@@ -19,6 +19,7 @@ use flagmaster_worker::save::extension_for_type;
 use percent_encoding::{percent_decode_str, utf8_percent_encode};
 use serde_json::Value;
 
+pub mod checksums;
 pub mod list;
 pub mod rerun;
 pub mod shard;
@@ -204,6 +205,7 @@ fn number(entries: Vec<Entry>) -> Vec<Item> {
             file: e.file,
             ext_from_type: e.ext_from_type,
             validators: None,
+            sha256: None,
         })
         .collect()
 }

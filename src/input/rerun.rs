@@ -202,7 +202,11 @@ pub fn skip_existing(items: Vec<Item>, dest: &Path) -> (Vec<Item>, Vec<ItemRepor
         .partition(|item| complete_file(dest, &item.file).is_some());
     let skipped = done
         .into_iter()
-        .map(|item| ItemReport::without_request(&item, Status::Skipped, Some("exists")))
+        .map(|item| ItemReport {
+            // Maybe with the extension found on disk (`name_typed_files`).
+            saved_as: Some(item.file.clone()),
+            ..ItemReport::without_request(&item, Status::Skipped, Some("exists"))
+        })
         .collect();
     (to_fetch, skipped)
 }
@@ -438,6 +442,7 @@ mod tests {
             file: format!("{name}.jpg"),
             ext_from_type: false,
             validators: None,
+            sha256: None,
         }
     }
 

@@ -367,6 +367,7 @@ mod tests {
                 file: format!("{name}.jpg"),
                 ext_from_type: false,
                 validators: None,
+                sha256: None,
             })
             .collect();
         let mut seen = Vec::new();

@@ -207,6 +207,16 @@ impl Collector {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.tally.count(&report);
         }
+        if report.disk_full && !self.queue.is_closed() {
+            // Said once: later reports of a full disk change nothing.
+            self.queue.close();
+            self.log.line(&[
+                ("event", &"disk_full"),
+                ("worker", &worker),
+                ("item", &report.name),
+            ]);
+            self.reporter.report_event(RunEvent::DiskFull(&report.name));
+        }
         self.reporter.report_event(RunEvent::Item(&report));
         if let Some(slot) = self.reports.get_mut(report.index as usize) {
             *slot = Some(report);
@@ -370,6 +380,8 @@ impl Collector {
     pub fn take_results(&mut self) -> Collected {
         let reason = if self.queue.is_stopping() {
             INTERRUPTED
+        } else if self.queue.is_closed() {
+            flagmaster_worker::save::DISK_FULL
         } else {
             "no worker left to fetch it"
         };

@@ -26,6 +26,9 @@ pub struct Queue {
     parked: VecDeque<u32>,
     /// Set by an interrupt: every `Want` is answered with `Done`.
     stopping: bool,
+    /// Set when the disk is full: no more work is handed out either, but the
+    /// run is not interrupted.
+    closed: bool,
 }
 
 impl Queue {
@@ -37,12 +40,13 @@ impl Queue {
             outstanding: 0,
             parked: VecDeque::new(),
             stopping: false,
+            closed: false,
         }
     }
 
     /// The next chunk for `worker`, remembered as held by it.
     pub fn take_chunk(&mut self, worker: u32) -> Option<Vec<Item>> {
-        if self.stopping || self.waiting.is_empty() {
+        if self.stopping || self.closed || self.waiting.is_empty() {
             return None;
         }
         let size = self
@@ -107,7 +111,10 @@ impl Queue {
     /// 256 threads.
     pub fn next_answer(&mut self) -> Option<(u32, Command)> {
         if self.parked.is_empty()
-            || (!self.stopping && self.waiting.is_empty() && self.parked.len() <= self.outstanding)
+            || (!self.stopping
+                && !self.closed
+                && self.waiting.is_empty()
+                && self.parked.len() <= self.outstanding)
         {
             return None;
         }
@@ -126,6 +133,16 @@ impl Queue {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping
+    }
+
+    /// No more work is handed out (the disk is full); what is waiting stays
+    /// unfinished.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// Every item not finished: waiting, or held by anyone.
@@ -152,6 +169,7 @@ mod tests {
             file: format!("N{index}.jpg"),
             ext_from_type: false,
             validators: None,
+            sha256: None,
         }
     }
 
@@ -202,5 +220,23 @@ mod tests {
         assert_eq!(q.take_chunk(2), None, "nothing is handed out once stopping");
         let left: Vec<u32> = q.take_unfinished().iter().map(|i| i.index).collect();
         assert_eq!(left, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_closed_queue_hands_out_nothing_and_answers_every_want_done() {
+        let mut q = Queue::new((0..6).map(item).collect(), Chunking::Fixed(2));
+        q.park(1);
+        q.park(2);
+        assert_eq!(answers(&mut q), ["1: chunk [0, 1]", "2: chunk [2, 3]"]);
+        // The disk is full: worker 1's Want is answered Done at once, though
+        // items are waiting and worker 2 still holds some.
+        q.close();
+        assert!(q.is_closed() && !q.is_stopping());
+        assert!(q.finish(1, 0) && q.finish(1, 1));
+        q.park(1);
+        assert_eq!(answers(&mut q), ["1: Done"]);
+        assert_eq!(q.take_chunk(3), None);
+        let left: Vec<u32> = q.take_unfinished().iter().map(|i| i.index).collect();
+        assert_eq!(left, [2, 3, 4, 5]);
     }
 }

@@ -79,6 +79,8 @@ pub enum RunEvent<'a> {
     },
     /// A worker could not be started; the run goes on with the others.
     NotStarted { worker: u32, why: String },
+    /// Saving this item found the disk full: no more items are started.
+    DiskFull(&'a str),
 }
 
 pub struct Reporter {
@@ -135,6 +137,10 @@ impl Reporter {
                 "worker {worker} (pid {pid}) silent for {silent:?} with items in hand; killing it"
             )),
             RunEvent::NotStarted { worker, why } => warn(&format!("worker {worker} {why}")),
+            RunEvent::DiskFull(item) => warn(&format!(
+                "error: disk full (saving {item}): no more items are started; \
+                 the rest end as ERROR (disk full)"
+            )),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::config::RunConfig;
 use crate::input::rerun::Book;
 use crate::master::collect::{lock, Shared};
 use crate::report::{RunInfo, RunReport};
+use crate::run::manifest::Manifest;
 
 /// What it takes to end a run and print its report, from whichever thread gets
 /// there first: the main thread when the workers are done, or the signal
@@ -34,6 +35,8 @@ pub struct Finale {
     concluded: AtomicBool,
     /// The sidecar of `--if-changed`, written when the run ends.
     validators: Option<Book>,
+    /// `--manifest`, written when the run ends.
+    manifest: Option<Manifest>,
 }
 
 impl Finale {
@@ -44,6 +47,7 @@ impl Finale {
         log: Arc<LogFile>,
         region: Option<PathBuf>,
         validators: Option<Book>,
+        manifest: Option<Manifest>,
     ) -> Finale {
         Finale {
             info,
@@ -55,6 +59,7 @@ impl Finale {
             region,
             concluded: AtomicBool::new(false),
             validators,
+            manifest,
         }
     }
 
@@ -84,12 +89,18 @@ impl Finale {
         if let Some(book) = &self.validators {
             book.finish(&collected.reports, &self.log);
         }
+        let manifest_failed = self
+            .manifest
+            .as_ref()
+            .is_some_and(|m| !write_manifest(m, &collected.reports, &self.log));
         if let Some(region) = &self.region {
             let _ = fs::remove_file(region);
         }
         let report = RunReport::new(self.info.clone(), collected, elapsed, interrupted);
         let status = if interrupted {
             crate::report::exit::INTERRUPTED
+        } else if manifest_failed {
+            crate::report::exit::SOME_FAILED
         } else {
             crate::report::exit::for_counts(&report.counts)
         };
@@ -115,6 +126,28 @@ impl Finale {
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
         Some(status)
+    }
+}
+
+/// Writes `--manifest` and says so in `master.log` (`manifest`); a manifest
+/// that cannot be written is one line on stderr too. False if it failed.
+fn write_manifest(manifest: &Manifest, reports: &[ItemReport], log: &LogFile) -> bool {
+    let path = manifest.path().display().to_string();
+    match manifest.write(reports) {
+        Ok(files) => {
+            log.line(&[("event", &"manifest"), ("path", &path), ("files", &files)]);
+            true
+        }
+        Err(e) => {
+            eprintln!("flagmaster: error: cannot write manifest {path}: {e}");
+            let why = e.to_string();
+            log.line(&[
+                ("event", &"manifest_failed"),
+                ("path", &path),
+                ("why", &why),
+            ]);
+            false
+        }
     }
 }
 
@@ -169,6 +202,7 @@ mod tests {
                     file: String::new(),
                     ext_from_type: false,
                     validators: None,
+                    sha256: None,
                 },
                 crate::master::collect::INTERRUPTED,
             ),

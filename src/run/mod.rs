@@ -3,6 +3,7 @@
 
 pub mod finale;
 pub mod interrupt;
+pub mod manifest;
 mod notes;
 
 use std::fs;
@@ -24,6 +25,7 @@ use crate::report::progress::Reporter;
 use crate::report::ShardInfo;
 use crate::site::{self, Site, SiteConfig};
 use finale::Finale;
+use manifest::Manifest;
 
 /// Descriptors a process holds besides those of its worker loops: standard
 /// streams, lists, logs, IPC channels, the runtime's own.
@@ -39,7 +41,15 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
     );
     let site = SiteInUse::start(&config.server)?;
     let (items, found) = find_items(&config, &site.base_url)?;
-    let prepared = rerun::prepare(config.rerun, items, &config.dest);
+    let mut prepared = rerun::prepare(config.rerun, items, &config.dest);
+    let unchecked = config
+        .checksums
+        .as_ref()
+        .map(|sums| (sums.apply(&mut prepared.to_fetch), &sums.label));
+    let manifest = config
+        .manifest
+        .clone()
+        .map(|path| Manifest::new(path, &config.dest, &prepared.to_fetch));
     let plan = Plan::new(&config, prepared.to_fetch.len(), found.remote);
     let log = prepare_output(&config)?;
     let region = plan.polite.region(plan.procs)?;
@@ -53,6 +63,9 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
         &log,
     );
     prepared.announce(config.rerun, config.json, &config.dest, &log);
+    if let Some((count @ 1.., label)) = unchecked {
+        eprintln!("flagmaster: warning: {count} items have no line in {label}: fetched unchecked");
+    }
 
     let log = Arc::new(log);
     let reporter = Reporter::new(config.display, found.total);
@@ -72,6 +85,7 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
         log,
         region.as_ref().map(|r| r.path().to_path_buf()),
         prepared.book,
+        manifest,
     ));
     interrupt::watch(Arc::clone(&finale))
         .map_err(|e| Error::Setup(format!("cannot watch for Ctrl-C: {e}")))?;

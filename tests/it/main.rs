@@ -4,8 +4,10 @@
 
 mod bench;
 mod blur;
+mod checksums;
 mod cli;
 mod common;
+mod disk_full;
 mod faults;
 mod inputs;
 mod logs_lines;

@@ -16,6 +16,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
+use crate::digest::{Hasher, HashingWriter};
 use crate::save::{check_file_name, NameError, Pending};
 
 /// Quality of re-encoded JPEGs: visually lossless for a blurred picture,
@@ -51,6 +52,8 @@ pub enum BlurError {
 pub struct Blurred {
     pub file: String,
     pub bytes: u64,
+    /// Its SHA-256 as written, when asked for.
+    pub sha256: Option<crate::digest::Sha256Digest>,
 }
 
 /// The name of the blurred copy kept next to the original with
@@ -108,14 +111,16 @@ pub fn decode_limit(max_size: u64) -> u64 {
 
 /// Blurs `dest/file` with a Gaussian of `sigma` pixels. The result replaces
 /// the file, or with `keep_original` goes next to it under
-/// [`blurred_name`]. On error nothing new is left in the dest (the caller
-/// decides what happens to the original).
+/// [`blurred_name`]. With `hash`, the result is hashed as it is written. On
+/// error nothing new is left in the dest (the caller decides what happens to
+/// the original).
 pub fn blur_file(
     dest: &Path,
     file: &str,
     sigma: f32,
     keep_original: bool,
     max_size: u64,
+    hash: bool,
 ) -> Result<Blurred, BlurError> {
     let target = if keep_original {
         blurred_name(file)
@@ -144,16 +149,22 @@ pub fn blur_file(
 
     // Dropped on any error below, which removes the temporary file.
     let mut temp = Pending::new(dest).map_err(BlurError::Write)?;
-    {
-        let mut out = BufWriter::new(temp.file_mut());
+    let sha256 = {
+        let mut out = BufWriter::new(HashingWriter {
+            inner: temp.file_mut(),
+            hasher: Hasher::new(hash),
+        });
         encode(&blurred, format, &mut out)?;
         out.flush().map_err(BlurError::Write)?;
-    }
+        let (hashing, _) = out.into_parts();
+        hashing.hasher.finish()
+    };
     let bytes = temp.file().metadata().map_err(BlurError::Write)?.len();
     temp.persist(dest, &target).map_err(BlurError::Write)?;
     Ok(Blurred {
         file: target,
         bytes,
+        sha256,
     })
 }
 
@@ -230,7 +241,7 @@ mod tests {
         let original = stripes(40, 30);
         original.save(dir.path().join("a.jpg")).unwrap();
         let before = image::open(dir.path().join("a.jpg")).unwrap().to_rgb8();
-        let done = blur_file(dir.path(), "a.jpg", 3.0, false, 1 << 20).unwrap();
+        let done = blur_file(dir.path(), "a.jpg", 3.0, false, 1 << 20, false).unwrap();
         assert_eq!(done.file, "a.jpg");
         let after = image::open(dir.path().join("a.jpg")).unwrap();
         assert_eq!(after.dimensions(), (40, 30));
@@ -246,7 +257,7 @@ mod tests {
             .write_to(&mut io::Cursor::new(&mut png), ImageFormat::Png)
             .unwrap();
         fs::write(dir.path().join("p.jpg"), &png).unwrap();
-        blur_file(dir.path(), "p.jpg", 3.0, true, 1 << 20).unwrap();
+        blur_file(dir.path(), "p.jpg", 3.0, true, 1 << 20, false).unwrap();
         let out = fs::read(dir.path().join("p.blur.jpg")).unwrap();
         assert_eq!(image::guess_format(&out).unwrap(), ImageFormat::Png);
         assert_eq!(
@@ -265,7 +276,7 @@ mod tests {
             b"\xFF\xD8 not a picture \xFF\xD9",
         )
         .unwrap();
-        let err = blur_file(dir.path(), "bad.jpg", 2.0, true, 1 << 20).unwrap_err();
+        let err = blur_file(dir.path(), "bad.jpg", 2.0, true, 1 << 20, false).unwrap_err();
         assert!(
             err.to_string().starts_with("cannot decode image: "),
             "{err}"
@@ -278,7 +289,7 @@ mod tests {
         big.save(dir.path().join("big.jpg")).unwrap();
         let on_disk = fs::metadata(dir.path().join("big.jpg")).unwrap().len();
         assert!(on_disk < 1 << 20, "{on_disk}");
-        let err = blur_file(dir.path(), "big.jpg", 2.0, false, 1 << 20).unwrap_err();
+        let err = blur_file(dir.path(), "big.jpg", 2.0, false, 1 << 20, false).unwrap_err();
         assert!(
             err.to_string().starts_with("cannot decode image: "),
             "{err}"

@@ -22,11 +22,12 @@ use ureq::http::header::{
 use ureq::http::HeaderMap;
 
 use crate::blur;
+use crate::digest::{self, Sha256Digest};
 use crate::http;
 use crate::log::{Line, LogFile, OrDash};
 use crate::polite::{host_key, Gate};
 use crate::protocol::{FetchSettings, Item, ItemReport, Status, Validators};
-use crate::save::{check_file_name, extension_for_type, save_stream, Expect, SaveError};
+use crate::save::{check_file_name, extension_for_type, save_stream, Expect, SaveError, DISK_FULL};
 
 /// First back-off delay; doubled for each further attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -76,6 +77,16 @@ struct Attempt {
     blur_ms: Option<u64>,
     /// The body's size, when the blur stage rewrote what was saved.
     fetched: Option<u64>,
+    /// The saved file's SHA-256, when the run hashes.
+    sha256: Option<Sha256Digest>,
+    /// With `--keep-original`, the blurred copy's SHA-256.
+    blurred_sha256: Option<Sha256Digest>,
+    /// The name saved under, when the worker added an extension.
+    saved_as: Option<String>,
+    /// The body did not have the expected SHA-256.
+    mismatch: bool,
+    /// The file system of the destination is full.
+    disk_full: bool,
 }
 
 impl Attempt {
@@ -90,6 +101,11 @@ impl Attempt {
             seen: Validators::default(),
             blur_ms: None,
             fetched: None,
+            sha256: None,
+            blurred_sha256: None,
+            saved_as: None,
+            mismatch: false,
+            disk_full: false,
         }
     }
 }
@@ -140,6 +156,8 @@ impl Fetcher {
         // `item_done`'s `ms` counts from there.
         let mut first_began = None;
         let mut attempt_no = 0;
+        // An attempt has already found a wrong checksum.
+        let mut mismatched = false;
         loop {
             attempt_no += 1;
             // The first attempt begins with the item: without a politeness
@@ -182,10 +200,13 @@ impl Fetcher {
             let ended = Instant::now();
             // Decided before the line is written, which says whether it was the last.
             let wait = backoff(attempt_no, attempt.retry_after);
+            // A wrong checksum is retried once, not `--retries` times.
             let retry = attempt.transient
+                && !(attempt.mismatch && mismatched)
                 && attempt_no < max_attempts
                 && ended + wait < deadline
                 && !crate::stopping();
+            mismatched |= attempt.mismatch;
             let span = Span {
                 began,
                 ended,
@@ -220,6 +241,10 @@ impl Fetcher {
                 thread: who.thread,
                 etag: attempt.seen.etag,
                 last_modified: attempt.seen.last_modified,
+                sha256: attempt.sha256.as_ref().map(digest::to_hex),
+                blurred_sha256: attempt.blurred_sha256.as_ref().map(digest::to_hex),
+                saved_as: attempt.saved_as,
+                disk_full: attempt.disk_full,
             };
         }
     }
@@ -277,8 +302,7 @@ impl Fetcher {
                 transient: false,
                 retry_after: None,
                 seen,
-                blur_ms: None,
-                fetched: None,
+                ..Attempt::failed(String::new(), None, false)
             };
         }
         let content_type = response
@@ -309,6 +333,8 @@ impl Fetcher {
                 max_size: self.settings.max_size,
                 len: expected,
                 jpeg: content_type.starts_with("image/jpeg"),
+                hash: self.settings.hash,
+                sha256: item.sha256,
             };
             let file = match extension_for_type(&content_type).filter(|_| item.ext_from_type) {
                 Some(ext) => Cow::Owned(format!("{}.{ext}", item.file)),
@@ -316,15 +342,31 @@ impl Fetcher {
             };
             let mut body = response.body_mut().as_reader();
             return match save_stream(&self.dest, &file, &mut body, expect) {
-                Ok(bytes) => self.after_save(&file, code, bytes, seen),
+                Ok(saved) => Attempt {
+                    saved_as: matches!(file, Cow::Owned(_)).then(|| file.to_string()),
+                    ..self.after_save(&file, code, saved.bytes, saved.sha256, seen)
+                },
                 Err(e) => {
-                    let transient =
-                        matches!(e, SaveError::Read(_) | SaveError::LengthMismatch { .. });
+                    // A cut connection can also cause a wrong checksum: it is
+                    // retried, but once only (see `fetch`).
+                    let mismatch = matches!(e, SaveError::ChecksumMismatch { .. });
+                    let transient = mismatch
+                        || matches!(e, SaveError::Read(_) | SaveError::LengthMismatch { .. });
+                    // A full disk ends the run's work, not only this item's.
+                    let disk_full = e.is_disk_full();
+                    if disk_full {
+                        crate::note_disk_full();
+                    }
                     let reason = match &e {
                         SaveError::Read(io) => describe_io(io),
+                        _ if disk_full => DISK_FULL.to_string(),
                         other => other.to_string(),
                     };
-                    Attempt::failed(reason, Some(code), transient)
+                    Attempt {
+                        mismatch,
+                        disk_full,
+                        ..Attempt::failed(reason, Some(code), transient)
+                    }
                 }
             };
         }
@@ -352,11 +394,7 @@ impl Fetcher {
                 http: Some(code),
                 bytes: 0,
                 reason: Some(format!("HTTP {code}")),
-                transient: false,
-                retry_after: None,
-                seen: Validators::default(),
-                blur_ms: None,
-                fetched: None,
+                ..Attempt::failed(String::new(), Some(code), false)
             };
         }
         let transient = code == 408 || code == 429 || (500..600).contains(&code);
@@ -371,24 +409,30 @@ impl Fetcher {
     /// The outcome of a saved body: OK, after the blur stage when `--blur`
     /// asks for it. An image that cannot be blurred fails the item for good
     /// (another download would bring the same bytes) and leaves no file.
-    fn after_save(&self, file: &str, code: u16, bytes: u64, seen: Validators) -> Attempt {
+    fn after_save(
+        &self,
+        file: &str,
+        code: u16,
+        bytes: u64,
+        sha256: Option<Sha256Digest>,
+        seen: Validators,
+    ) -> Attempt {
         let ok = Attempt {
             status: Status::Ok,
             http: Some(code),
             bytes,
             reason: None,
-            transient: false,
-            retry_after: None,
             seen,
-            blur_ms: None,
-            fetched: None,
+            sha256,
+            ..Attempt::failed(String::new(), None, false)
         };
         let Some(sigma) = self.settings.blur else {
             return ok;
         };
         let keep = self.settings.keep_original;
         let watch = blur::CpuStopwatch::start();
-        let result = blur::blur_file(&self.dest, file, sigma, keep, self.settings.max_size);
+        let hash = sha256.is_some();
+        let result = blur::blur_file(&self.dest, file, sigma, keep, self.settings.max_size, hash);
         let blur_ms = Some(watch.elapsed_ms());
         match result {
             // The reported bytes are those written to the dest, as without --blur.
@@ -400,6 +444,9 @@ impl Fetcher {
                 },
                 blur_ms,
                 fetched: Some(bytes),
+                // The digests of the files as written.
+                sha256: if keep { sha256 } else { blurred.sha256 },
+                blurred_sha256: if keep { blurred.sha256 } else { None },
                 ..ok
             },
             Err(e) => {

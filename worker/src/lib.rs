@@ -13,6 +13,7 @@
 pub mod affinity;
 pub mod blur;
 pub mod child;
+pub mod digest;
 pub mod fetch;
 pub mod host;
 pub mod http;
@@ -45,6 +46,21 @@ pub fn request_stop() {
 /// Whether [`request_stop`] was called.
 pub fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// Set when a save found the destination's file system full. Process-wide,
+/// because the file system is: every loop of this process then ends the
+/// items of its chunk that it has not started, without a request.
+static DISK_FULL: AtomicBool = AtomicBool::new(false);
+
+/// A save found the disk full.
+pub fn note_disk_full() {
+    DISK_FULL.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`note_disk_full`] was called.
+pub fn disk_full() -> bool {
+    DISK_FULL.load(Ordering::SeqCst)
 }
 
 /// What one run of the worker loop did, or (summed with `+=`) a worker of
@@ -204,7 +220,16 @@ pub fn run_loop(
                 return tally;
             }
             let begun = Instant::now();
-            let r = fetcher.fetch(item, who, log);
+            let r = if disk_full() {
+                ItemReport {
+                    worker: who.worker,
+                    thread: who.thread,
+                    disk_full: true,
+                    ..ItemReport::unfinished(item, save::DISK_FULL)
+                }
+            } else {
+                fetcher.fetch(item, who, log)
+            };
             tally.count(&r);
             let sent = report(r);
             tally.busy += begun.elapsed();

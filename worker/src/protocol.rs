@@ -28,6 +28,9 @@ pub struct Item {
     /// in the destination: the request asks the server to answer 304 if the
     /// file has not changed since.
     pub validators: Option<Validators>,
+    /// The SHA-256 the body must have (`--checksums`); `None`: unchecked.
+    #[serde(default)]
+    pub sha256: Option<crate::digest::Sha256Digest>,
 }
 
 /// What a conditional request sends: `If-None-Match` with the ETag and
@@ -97,6 +100,24 @@ pub struct ItemReport {
     /// the master records for the next conditional re-run.
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// The SHA-256 (hex) of the file saved, computed as it was written
+    /// (with `--blur`, of the blurred file; with `--keep-original`, of the
+    /// original), when the run hashes (`--checksums`, `--manifest`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// With `--keep-original`, the SHA-256 (hex) of the blurred copy.
+    #[serde(default)]
+    pub blurred_sha256: Option<String>,
+    /// The file's name in the destination, when it may not be the item's
+    /// `file`: the worker added the extension of the Content-Type, or a
+    /// re-run kept a file found under such a name.
+    #[serde(default)]
+    pub saved_as: Option<String>,
+    /// The item could not be saved, or was not started, because the
+    /// destination's file system is full (`ENOSPC`, `EDQUOT`): the master
+    /// hands out no more work.
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 impl ItemReport {
@@ -118,6 +139,10 @@ impl ItemReport {
             thread: 0,
             etag: None,
             last_modified: None,
+            sha256: None,
+            blurred_sha256: None,
+            saved_as: None,
+            disk_full: false,
         }
     }
 
@@ -136,6 +161,7 @@ impl ItemReport {
             file: String::new(),
             ext_from_type: false,
             validators: None,
+            sha256: None,
         };
         ItemReport {
             http: Some(200),
@@ -259,4 +285,8 @@ pub struct FetchSettings {
     pub blur: Option<f32>,
     /// With `blur`, keep the downloaded file and write the blurred one next to it.
     pub keep_original: bool,
+    /// Hash every saved file and report its SHA-256 (`--manifest`); items
+    /// with an expected digest are hashed anyway. Defaults to off, which
+    /// costs nothing.
+    pub hash: bool,
 }

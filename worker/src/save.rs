@@ -9,6 +9,8 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use crate::digest::{self, Hasher, Sha256Digest};
+
 /// Prefix of named temporary files in the destination; a later run removes leftovers.
 pub const TEMP_PREFIX: &str = ".flagmaster-";
 /// Suffix of temporary files in the destination.
@@ -89,6 +91,36 @@ pub enum SaveError {
     Interrupted,
     #[error("incomplete JPEG: {0}")]
     IncompleteJpeg(&'static str),
+    #[error(
+        "checksum mismatch (expected {}, got {})",
+        digest::short(expected),
+        digest::short(got)
+    )]
+    ChecksumMismatch {
+        expected: Sha256Digest,
+        got: Sha256Digest,
+    },
+}
+
+/// The reason of an item that could not be saved because the file system
+/// is full, and of every item the run then does not start.
+pub const DISK_FULL: &str = "disk full";
+
+impl SaveError {
+    /// The destination's file system, or the user's quota on it, is full:
+    /// no other item can be saved either.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, SaveError::Write(e) if is_disk_full(e))
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error()) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::StorageFull
 }
 
 /// What a body must be to be saved.
@@ -102,20 +134,36 @@ pub struct Expect {
     /// with the EOI marker. A length header can lie (a body longer than
     /// declared leaves a truncated picture that matches it); the markers catch that.
     pub jpeg: bool,
+    /// Hash the body as it streams, and report its SHA-256.
+    pub hash: bool,
+    /// The SHA-256 the body must have (`--checksums`); it is hashed then
+    /// whatever `hash` says.
+    pub sha256: Option<Sha256Digest>,
 }
 
-/// Streams `body` into `dest/file`, atomically. Returns the bytes saved.
+/// A body that was saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Saved {
+    pub bytes: u64,
+    /// Its SHA-256, when it was hashed.
+    pub sha256: Option<Sha256Digest>,
+}
+
+/// Streams `body` into `dest/file`, atomically, hashing it on the way when
+/// asked. Returns the bytes saved and the digest.
 ///
-/// The body is never held whole in memory. Nothing is left behind on error:
-/// the file being written is dropped unnamed (or, named, removed).
+/// The body is never held whole in memory, nor read back. Nothing is left
+/// behind on error (a wrong checksum included): the file being written is
+/// dropped unnamed (or, named, removed).
 pub fn save_stream(
     dest: &Path,
     file: &str,
     body: &mut dyn Read,
     expect: Expect,
-) -> Result<u64, SaveError> {
+) -> Result<Saved, SaveError> {
     let mut pending = Pending::new(dest).map_err(SaveError::Write)?;
-    let (got, head, tail) = copy_capped(body, pending.file_mut(), expect.max_size)?;
+    let mut hasher = Hasher::new(expect.hash || expect.sha256.is_some());
+    let (got, head, tail) = copy_capped(body, pending.file_mut(), expect.max_size, &mut hasher)?;
     if let Some(expected) = expect.len {
         if got != expected {
             return Err(SaveError::LengthMismatch { got, expected });
@@ -129,8 +177,14 @@ pub fn save_stream(
             return Err(SaveError::IncompleteJpeg("no end marker"));
         }
     }
+    let sha256 = hasher.finish();
+    if let (Some(expected), Some(got)) = (expect.sha256, sha256) {
+        if expected != got {
+            return Err(SaveError::ChecksumMismatch { expected, got });
+        }
+    }
     pending.persist(dest, file).map_err(SaveError::Write)?;
-    Ok(got)
+    Ok(Saved { bytes: got, sha256 })
 }
 
 /// A file being written in the destination, which gets its name only once it
@@ -272,12 +326,13 @@ mod unnamed {
     }
 }
 
-/// Copies at most `max` bytes; one byte more is `TooLarge`. Returns the
-/// count and the first and last two bytes.
+/// Copies at most `max` bytes, through `hasher`; one byte more is
+/// `TooLarge`. Returns the count and the first and last two bytes.
 fn copy_capped(
     body: &mut dyn Read,
     out: &mut fs::File,
     max: u64,
+    hasher: &mut Hasher,
 ) -> Result<(u64, [u8; 2], [u8; 2]), SaveError> {
     let mut buf = [0u8; 16 * 1024];
     let mut total = 0u64;
@@ -307,7 +362,8 @@ fn copy_capped(
         if total > max {
             return Err(SaveError::TooLarge(max));
         }
-        out.write_all(&buf[..n]).map_err(SaveError::Write)?;
+        hasher.update(chunk);
+        out.write_all(chunk).map_err(SaveError::Write)?;
     }
 }
 
@@ -399,10 +455,10 @@ mod tests {
         let expect = |max_size, len| Expect {
             max_size,
             len,
-            jpeg: false,
+            ..Expect::default()
         };
         let n = save_stream(dir.path(), "a.jpg", &mut &b"hello"[..], expect(10, Some(5))).unwrap();
-        assert_eq!(n, 5);
+        assert_eq!(n.bytes, 5);
         assert_eq!(fs::read(dir.path().join("a.jpg")).unwrap(), b"hello");
 
         let err =
@@ -424,8 +480,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jpeg = Expect {
             max_size: 100,
-            len: None,
             jpeg: true,
+            ..Expect::default()
         };
         // A reader that hands out one byte at a time splits the markers.
         struct Trickle<'a>(&'a [u8]);
@@ -441,11 +497,15 @@ mod tests {
         }
         let whole = [0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9];
         assert_eq!(
-            save_stream(dir.path(), "a.jpg", &mut Trickle(&whole), jpeg).unwrap(),
+            save_stream(dir.path(), "a.jpg", &mut Trickle(&whole), jpeg)
+                .unwrap()
+                .bytes,
             7
         );
         assert_eq!(
-            save_stream(dir.path(), "b.jpg", &mut &whole[..], jpeg).unwrap(),
+            save_stream(dir.path(), "b.jpg", &mut &whole[..], jpeg)
+                .unwrap()
+                .bytes,
             7
         );
         let cut = save_stream(dir.path(), "c.jpg", &mut &whole[..5], jpeg).unwrap_err();
@@ -470,6 +530,44 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["a.jpg"]);
+    }
+
+    #[test]
+    fn bodies_are_hashed_as_they_stream_and_a_wrong_digest_saves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // sha256("hello")
+        let hello =
+            digest::from_hex("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+                .unwrap();
+        let hashed = Expect {
+            max_size: 10,
+            hash: true,
+            ..Expect::default()
+        };
+        let saved = save_stream(dir.path(), "a.jpg", &mut &b"hello"[..], hashed).unwrap();
+        assert_eq!(saved.sha256, Some(hello));
+        let plain = Expect {
+            max_size: 10,
+            ..Expect::default()
+        };
+        let saved = save_stream(dir.path(), "b.jpg", &mut &b"hello"[..], plain).unwrap();
+        assert_eq!(saved.sha256, None, "not hashed unless asked");
+        let checked = Expect {
+            sha256: Some(hello),
+            ..plain
+        };
+        let saved = save_stream(dir.path(), "c.jpg", &mut &b"hello"[..], checked).unwrap();
+        assert_eq!(saved.sha256, Some(hello));
+        let err = save_stream(dir.path(), "d.jpg", &mut &b"hellO"[..], checked).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("checksum mismatch (expected 2cf24dba…, got "),
+            "{msg}"
+        );
+        assert!(!dir.path().join("d.jpg").exists());
+        // A wrong body never replaces a good file.
+        save_stream(dir.path(), "a.jpg", &mut &b"bad"[..], checked).unwrap_err();
+        assert_eq!(fs::read(dir.path().join("a.jpg")).unwrap(), b"hello");
     }
 
     #[cfg(unix)]
