@@ -22,7 +22,7 @@ use crate::master::collect::{lock, Collector};
 use crate::plan::Plan;
 use crate::report::progress::Reporter;
 use crate::report::ShardInfo;
-use crate::site::{self, Site, SiteConfig};
+use crate::site::{self, Site, SiteConfig, SiteTls};
 use finale::Finale;
 
 /// Descriptors a process holds besides those of its worker loops: standard
@@ -31,13 +31,17 @@ pub const BASE_DESCRIPTORS: usize = 64;
 
 /// Downloads what `args` say and returns the exit status.
 pub fn download(args: RunArgs) -> Result<u8, Error> {
-    let config = RunConfig::from_args(args)?;
+    let mut config = RunConfig::from_args(args)?;
     // While this process has one thread (see `reserve_descriptors`); the
     // built-in site reserves its own.
     flagmaster_worker::reserve_descriptors(
         BASE_DESCRIPTORS + flagmaster_worker::FDS_PER_LOOP * config.concurrency() as usize,
     );
-    let site = SiteInUse::start(&config.server)?;
+    let site = SiteInUse::start(&config.server, config.tls)?;
+    // A built-in site over HTTPS is trusted by its CA, in memory.
+    if let Some(pem) = site.site.as_ref().and_then(Site::ca_pem) {
+        config.fetch.ca_pem.extend_from_slice(pem.as_bytes());
+    }
     let mut found = find_items(&config, &site.base_url)?;
     let prepared = rerun::prepare(config.rerun, std::mem::take(&mut found.items), &config.dest);
     let plan = Plan::new(&config, prepared.to_fetch.len(), found.remote);
@@ -101,19 +105,24 @@ pub struct SiteInUse {
 }
 
 impl SiteInUse {
-    fn start(server: &Server) -> Result<SiteInUse, Error> {
+    fn start(server: &Server, tls: bool) -> Result<SiteInUse, Error> {
         Ok(match server {
             // The built-in site always serves the built-in list: like a real
             // site, it has the flags it has, and other names are 404s.
             Server::Builtin(kind) => {
                 let config = builtin_site(*kind, list::parse(list::BUILTIN).names);
                 let description = site::describe(&config);
-                let site = site::start_loopback(config)?;
+                let tls = match tls {
+                    true => Some(SiteTls::generate().map_err(Error::Setup)?),
+                    false => None,
+                };
+                let https = if tls.is_some() { ", HTTPS" } else { "" };
+                let site = site::start_loopback(config, tls)?;
                 let kind = format!("{kind:?}").to_uppercase();
                 SiteInUse {
                     base_url: site.base_url(),
                     site: Some(site),
-                    label: format!("{kind} (built-in, {description})"),
+                    label: format!("{kind} (built-in, {description}{https})"),
                 }
             }
             Server::Url { label, base } => SiteInUse {

@@ -1,13 +1,16 @@
 //! The HTTP client of every request flagmaster makes: one ureq configuration
 //! (every timeout set, statuses as outcomes, small buffers, the proxy only
 //! off this machine) and the agents built on it, for the workers' fetches and
-//! the master's listing alike.
+//! the master's listing alike. HTTPS servers are checked against the
+//! system's trust store plus the run's own CA certificates (see `root_certs`).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use ureq::config::Config;
 use ureq::http::Uri;
+use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
@@ -50,11 +53,54 @@ pub fn config(settings: &FetchSettings) -> Config {
         // connection at a time: one idle connection per host is enough,
         // for a few hosts.
         .max_idle_connections(IDLE_HOSTS)
-        .max_idle_connections_per_host(1);
+        .max_idle_connections_per_host(1)
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(root_certs(settings))
+                .build(),
+        );
     if !settings.env_proxy {
         config = config.proxy(None);
     }
     config.build()
+}
+
+/// The certificates HTTPS servers are checked against: the system's trust
+/// store (or, where it has none, the WebPKI roots compiled in), plus the
+/// PEM certificates of `settings.ca_pem`. The system's store is read once
+/// per process. Verification is never off.
+fn root_certs(settings: &FetchSettings) -> RootCerts {
+    let mut roots: Vec<Certificate<'static>> = system_roots().to_vec();
+    roots.extend(pem_certificates(&settings.ca_pem));
+    RootCerts::from(roots)
+}
+
+/// The system's trust store (`rustls-native-certs`, which also honours
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`), read on first use; the WebPKI roots
+/// where it holds no certificate.
+fn system_roots() -> &'static [Certificate<'static>] {
+    static ROOTS: OnceLock<Vec<Certificate<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let native = rustls_native_certs::load_native_certs().certs;
+        let ders = if native.is_empty() {
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec()
+        } else {
+            native
+        };
+        ders.iter()
+            .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+            .collect()
+    })
+}
+
+/// The certificates of a PEM bundle; other items (keys) are skipped.
+pub fn pem_certificates(pem: &[u8]) -> Vec<Certificate<'static>> {
+    parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect()
 }
 
 /// An agent with a connection pool of its own over `config`.

@@ -258,4 +258,8 @@ pub struct FetchSettings {
     pub blur: Option<f32>,
     /// With `blur`, keep the downloaded file and write the blurred one next to it.
     pub keep_original: bool,
+    /// PEM certificates trusted besides the system's: `--cacert`,
+    /// `SSL_CERT_FILE` and the CA of a built-in site served over TLS, read
+    /// and checked by the master. Empty by default: the system's alone.
+    pub ca_pem: Vec<u8>,
 }
