@@ -19,3 +19,4 @@ mod reruns;
 mod shards;
 mod site_faults;
 mod sources;
+mod tls;
