@@ -235,6 +235,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", help_heading = HTTP)]
     pub cacert: Option<PathBuf>,
 
+    /// Do not verify HTTPS certificates at all. Anyone on the path can then
+    /// read and change the downloads; every run says so.
+    #[arg(long, help_heading = HTTP)]
+    pub insecure: bool,
+
     /// Serve the built-in site (LOCAL, DELAY, ERROR) over HTTPS, with a CA made
     /// for this run and trusted by it.
     #[arg(long, help_heading = SOURCE)]

@@ -169,6 +169,7 @@ impl RunConfig {
                 blur: args.blur,
                 keep_original: args.keep_original,
                 ca_pem,
+                insecure: args.insecure,
             },
             polite: Politeness::new(args.max_rps, args.per_host, env_proxy),
             json: args.json,

@@ -66,6 +66,7 @@ fn a_trusted_ca_downloads_every_flag_byte_exact() {
             let (work, code, report) = run(&names, &args, env);
             assert_eq!(code, Some(0), "{what}: {report}");
             assert_eq!(report["counts"]["ok"], names.len(), "{what}");
+            assert_eq!(report["insecure"], false, "{what}");
             assert_eq!(work.files("flags"), expected(&names), "{what}: files");
         }
     }
@@ -130,5 +131,36 @@ fn an_unusable_cacert_stops_the_run_before_anything_is_written() {
             "{err}"
         );
         assert!(!work.path("flags").exists() && !work.path("logs").exists());
+    }
+}
+
+#[test]
+fn insecure_downloads_unverified_and_says_so_every_run() {
+    let ca_dir = Work::new();
+    let site = Site::start_tls(&ca_dir.path("ca.pem"), &[]);
+    let names = flag_names(5);
+    for mode in [MODES[0], MODES[2]] {
+        let work = Work::new();
+        let list = work.write_list(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut args = vec![
+            "--base-url",
+            site.base.as_str(),
+            "--list",
+            list.to_str().unwrap(),
+            "--json",
+            "--insecure",
+        ];
+        args.extend_from_slice(mode);
+        let out = wait_output(work.spawn(&args, &[]), RUN_DEADLINE);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {err}");
+        assert!(
+            err.contains("warning: --insecure: HTTPS certificates are not verified"),
+            "{mode:?}: {err}"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["insecure"], true, "{mode:?}");
+        assert_eq!(work.master_events("start")[0]["insecure"], "true");
+        assert_eq!(work.files("flags"), expected(&names), "{mode:?}: files");
     }
 }

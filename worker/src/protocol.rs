@@ -262,4 +262,6 @@ pub struct FetchSettings {
     /// `SSL_CERT_FILE` and the CA of a built-in site served over TLS, read
     /// and checked by the master. Empty by default: the system's alone.
     pub ca_pem: Vec<u8>,
+    /// Certificates are not verified at all (`--insecure`). Off by default.
+    pub insecure: bool,
 }
