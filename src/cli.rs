@@ -257,6 +257,21 @@ pub struct RunArgs {
     #[arg(long = "header", value_name = "HEADER", help_heading = HTTP)]
     pub headers: Vec<String>,
 
+    /// Also trust the CA certificates of this PEM file for HTTPS, besides the
+    /// system's (as does a PEM file named by the SSL_CERT_FILE variable).
+    #[arg(long, value_name = "FILE", help_heading = HTTP)]
+    pub cacert: Option<PathBuf>,
+
+    /// Do not verify HTTPS certificates at all. Anyone on the path can then
+    /// read and change the downloads; every run says so.
+    #[arg(long, help_heading = HTTP)]
+    pub insecure: bool,
+
+    /// Serve the built-in site (LOCAL, DELAY, ERROR) over HTTPS, with a CA made
+    /// for this run and trusted by it.
+    #[arg(long, help_heading = SOURCE)]
+    pub tls: bool,
+
     /// Print one JSON document instead of the text report.
     #[arg(long, help_heading = FILES)]
     pub json: bool,
@@ -312,6 +327,16 @@ pub struct ServeArgs {
     /// --blur CPU-bound).
     #[arg(long, value_name = "WxH", default_value = "96x64", value_parser = parse_image_size)]
     pub image_size: (u32, u32),
+
+    /// Serve over HTTPS, with a CA and a certificate for 127.0.0.1 and
+    /// localhost made at start-up.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With --tls, write the CA certificate (PEM) to FILE, for clients'
+    /// --cacert.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub ca_out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

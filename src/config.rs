@@ -63,6 +63,8 @@ pub struct RunConfig {
     pub ignored: Vec<String>,
     pub list_label: String,
     pub server: Server,
+    /// Serve the built-in site over HTTPS (`--tls`).
+    pub tls: bool,
     pub dest: PathBuf,
     pub log_dir: PathBuf,
     /// `--chunk-size`; `None` for the automatic size (see [`crate::plan::Chunking`]).
@@ -115,6 +117,13 @@ impl RunConfig {
             ));
         }
         let checksums = args.checksums.as_deref().map(Checksums::read).transpose()?;
+        if args.tls && !matches!(server, Server::Builtin(_)) {
+            return Err(Error::Usage(
+                "--tls serves the built-in site over HTTPS: it needs --server LOCAL, DELAY or ERROR"
+                    .into(),
+            ));
+        }
+        let ca_pem = trusted_pem(args.cacert.as_deref(), std::env::var_os(SSL_CERT_FILE))?;
         check_dir_target("--dest", &args.dest)?;
         check_dir_target("--log-dir", &args.log_dir)?;
 
@@ -150,6 +159,7 @@ impl RunConfig {
             ignored,
             list_label,
             server,
+            tls: args.tls,
             dest: args.dest,
             log_dir: args.log_dir,
             chunk_size: args.chunk_size.map(|n| n as usize),
@@ -170,6 +180,8 @@ impl RunConfig {
                 blur: args.blur,
                 keep_original: args.keep_original,
                 hash: args.manifest.is_some(),
+                ca_pem,
+                insecure: args.insecure,
             },
             polite: Politeness::new(args.max_rps, args.per_host, may_be_remote),
             json: args.json,
@@ -205,6 +217,36 @@ fn ignored_options(args: &RunArgs) -> Vec<String> {
         ignored.push("--threads is for --mode threads or proc; ignored in serial mode".into());
     }
     ignored
+}
+
+/// The environment variable naming a PEM file of trusted CAs (OpenSSL's
+/// convention, which curl and most TLS clients follow).
+pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+
+/// The PEM certificates a run trusts besides the system's: `--cacert`'s and
+/// `SSL_CERT_FILE`'s. A file that cannot be read or holds no certificate is
+/// a set-up error, before anything is written.
+fn trusted_pem(
+    cacert: Option<&Path>,
+    env_file: Option<std::ffi::OsString>,
+) -> Result<Vec<u8>, Error> {
+    let mut pem = Vec::new();
+    let env_file = env_file.filter(|f| !f.is_empty()).map(PathBuf::from);
+    for (what, path) in [("--cacert", cacert), (SSL_CERT_FILE, env_file.as_deref())] {
+        let Some(path) = path else { continue };
+        let bad = |why: String| Error::CaFile {
+            what,
+            path: path.to_path_buf(),
+            why,
+        };
+        let bytes = fs::read(path).map_err(|e| bad(e.to_string()))?;
+        if flagmaster_worker::http::pem_certificates(&bytes).is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        pem.extend_from_slice(&bytes);
+        pem.push(b'\n');
+    }
+    Ok(pem)
 }
 
 /// Parses `Name: value`. The error names the header but never repeats the
@@ -281,6 +323,22 @@ fn check_dir_target(what: &'static str, path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_files_must_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        fs::write(&empty, "").unwrap();
+        let err = trusted_pem(Some(&empty), None).unwrap_err().to_string();
+        assert!(err.starts_with("cannot use --cacert "), "{err}");
+        assert!(err.ends_with("no PEM certificate in it"), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = trusted_pem(None, Some(missing.into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot use SSL_CERT_FILE "), "{err}");
+        assert!(trusted_pem(None, Some("".into())).unwrap().is_empty());
+    }
 
     #[test]
     fn headers() {

@@ -34,6 +34,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A CA file (`--cacert`, `SSL_CERT_FILE`) that cannot be read or holds
+    /// no certificate.
+    #[error("cannot use {what} {}: {why}", path.display())]
+    CaFile {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
     #[error("cannot use listing {url}: {why}")]
     Listing { url: String, why: String },
     #[error("cannot start workers: {0}")]

@@ -38,9 +38,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan for fetching `to_fetch` items; `remote` says whether any of
-    /// them is on a host other than this machine.
-    pub fn new(config: &RunConfig, to_fetch: usize, remote: bool) -> Plan {
+    /// The plan for fetching `to_fetch` items with `fetch` (the run's
+    /// settings, trusting the built-in site's CA when it speaks HTTPS);
+    /// `remote` says whether any item is on a host other than this machine.
+    pub fn new(config: &RunConfig, fetch: &FetchSettings, to_fetch: usize, remote: bool) -> Plan {
         // With a fixed `--chunk-size` a loop takes a whole chunk, so only as
         // many loops as there are chunks can have work.
         let units = match config.chunk_size {
@@ -65,12 +66,12 @@ impl Plan {
             chunking,
             fetch: FetchSettings {
                 // The environment's proxies are for other hosts only.
-                proxy: if remote || !config.fetch.proxy.direct_loopback {
-                    config.fetch.proxy.clone()
+                proxy: if remote || !fetch.proxy.direct_loopback {
+                    fetch.proxy.clone()
                 } else {
                     ProxySettings::default()
                 },
-                ..config.fetch.clone()
+                ..fetch.clone()
             },
             polite: config.polite.clone().with_remote(remote),
             dest: config.dest.clone(),

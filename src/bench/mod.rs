@@ -175,13 +175,16 @@ fn target(args: &BenchArgs, names: &[String]) -> Result<Target, Error> {
             mean_latency_secs: None,
         });
     }
-    let site = crate::site::start_loopback(SiteConfig {
-        names: names.to_vec(),
-        delay_ms: args.delay_ms,
-        jitter_ms: args.jitter_ms,
-        error_rate: 0.0,
-        image_size: args.image_size,
-    })?;
+    let site = crate::site::start_loopback(
+        SiteConfig {
+            names: names.to_vec(),
+            delay_ms: args.delay_ms,
+            jitter_ms: args.jitter_ms,
+            error_rate: 0.0,
+            image_size: args.image_size,
+        },
+        None,
+    )?;
     let (w, h) = args.image_size;
     Ok(Target {
         base: site.base_url(),

@@ -475,7 +475,7 @@ fn fetch_listing(url: &str, fetch: &FetchSettings) -> Result<Value, String> {
     }
     let mut response = request
         .call()
-        .map_err(|e| flagmaster_worker::fetch::describe_failure(&e, chosen.proxy).0)?;
+        .map_err(|e| flagmaster_worker::fetch::describe_failure(&e, chosen.proxy, url).0)?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("HTTP {}", status.as_u16()));

@@ -358,6 +358,7 @@ mod tests {
                         },
                         list_items: 3,
                     }),
+                    insecure: false,
                 },
                 items: results.len(),
                 counts,

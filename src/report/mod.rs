@@ -101,6 +101,10 @@ pub struct RunInfo {
     pub max_rps: Option<f64>,
     /// `--per-host` in effect (given, or the default for a remote site), if any.
     pub per_host: Option<u32>,
+    /// HTTPS certificates were not verified (`--insecure`). Absent from
+    /// reports of versions without it.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// Everything a run reports; `--json` prints it as is, and `merge-reports`
@@ -388,6 +392,7 @@ mod tests {
             shard: None,
             max_rps: None,
             per_host: Some(8),
+            insecure: false,
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flagmaster_worker::log::{LogFile, MASTER_LOG};
-use flagmaster_worker::protocol::Item;
+use flagmaster_worker::protocol::{FetchSettings, Item};
 use flagmaster_worker::save::remove_leftovers;
 
 use crate::cli::{RunArgs, ServerKind};
@@ -23,7 +23,7 @@ use crate::master::collect::{lock, Collector};
 use crate::plan::Plan;
 use crate::report::progress::Reporter;
 use crate::report::ShardInfo;
-use crate::site::{self, Site, SiteConfig};
+use crate::site::{self, Site, SiteConfig, SiteTls};
 use finale::Finale;
 use manifest::Manifest;
 
@@ -39,8 +39,9 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
     flagmaster_worker::reserve_descriptors(
         BASE_DESCRIPTORS + flagmaster_worker::FDS_PER_LOOP * config.concurrency() as usize,
     );
-    let site = SiteInUse::start(&config.server)?;
-    let (items, found) = find_items(&config, &site.base_url)?;
+    let site = SiteInUse::start(&config.server, config.tls)?;
+    let fetch = site.trusted(&config.fetch);
+    let (items, found) = find_items(&config, &fetch, &site.base_url)?;
     let mut prepared = rerun::prepare(config.rerun, items, &config.dest);
     let unchecked = config
         .checksums
@@ -50,7 +51,7 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
         .manifest
         .clone()
         .map(|path| Manifest::new(path, &config.dest, &prepared.to_fetch));
-    let plan = Plan::new(&config, prepared.to_fetch.len(), found.remote);
+    let plan = Plan::new(&config, &fetch, prepared.to_fetch.len(), found.remote);
     let log = prepare_output(&config)?;
     let region = plan.polite.region(plan.procs)?;
     let info = notes::announce(
@@ -115,19 +116,24 @@ pub struct SiteInUse {
 }
 
 impl SiteInUse {
-    fn start(server: &Server) -> Result<SiteInUse, Error> {
+    fn start(server: &Server, tls: bool) -> Result<SiteInUse, Error> {
         Ok(match server {
             // The built-in site always serves the built-in list: like a real
             // site, it has the flags it has, and other names are 404s.
             Server::Builtin(kind) => {
                 let config = builtin_site(*kind, list::parse(list::BUILTIN).names);
                 let description = site::describe(&config);
-                let site = site::start_loopback(config)?;
+                let tls = match tls {
+                    true => Some(SiteTls::generate().map_err(Error::Setup)?),
+                    false => None,
+                };
+                let https = if tls.is_some() { ", HTTPS" } else { "" };
+                let site = site::start_loopback(config, tls)?;
                 let kind = format!("{kind:?}").to_uppercase();
                 SiteInUse {
                     base_url: site.base_url(),
+                    label: format!("{kind} (built-in, {description}{https})"),
                     _site: Some(site),
-                    label: format!("{kind} (built-in, {description})"),
                 }
             }
             Server::Url { label, base } => SiteInUse {
@@ -141,6 +147,16 @@ impl SiteInUse {
                 base_url: String::new(),
             },
         })
+    }
+
+    /// `fetch`, trusting also the CA of a built-in site served over HTTPS
+    /// (in memory: no file is needed).
+    fn trusted(&self, fetch: &FetchSettings) -> FetchSettings {
+        let mut fetch = fetch.clone();
+        if let Some(pem) = self._site.as_ref().and_then(Site::ca_pem) {
+            fetch.ca_pem.extend_from_slice(pem.as_bytes());
+        }
+        fetch
     }
 
     /// The site's short name for reports: `DELAY`, `REMOTE`, `custom`, `none`.
@@ -182,8 +198,12 @@ pub struct Found {
 /// Resolves the items (a listing is fetched here: one that cannot be read is a
 /// set-up error, before anything is written), then takes this run's share,
 /// in list order.
-fn find_items(config: &RunConfig, base_url: &str) -> Result<(Vec<Item>, Found), Error> {
-    let mut items = config.input.items(base_url, &config.fetch)?;
+fn find_items(
+    config: &RunConfig,
+    fetch: &FetchSettings,
+    base_url: &str,
+) -> Result<(Vec<Item>, Found), Error> {
+    let mut items = config.input.items(base_url, fetch)?;
     if let Some(limit) = config.limit {
         items.truncate(limit);
     }

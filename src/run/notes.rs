@@ -41,6 +41,7 @@ pub(super) fn announce(
         shard: found.shard,
         max_rps: plan.polite.limits.max_rps,
         per_host: plan.polite.limits.per_host,
+        insecure: plan.fetch.insecure,
     };
     if !config.quiet {
         // With --json, stdout carries the JSON document only.
@@ -118,8 +119,15 @@ fn notes(
     out
 }
 
+/// What every `--insecure` run prints.
+pub const INSECURE_WARNING: &str =
+    "--insecure: HTTPS certificates are not verified; anyone on the path can read and change the downloads";
+
 fn warnings(config: &RunConfig, plan: &Plan) -> Vec<String> {
     let mut warnings = config.ignored.clone();
+    if plan.fetch.insecure {
+        warnings.push(INSECURE_WARNING.into());
+    }
     for dup in &config.duplicates {
         warnings.push(format!("duplicate entry {dup:?} is downloaded once"));
     }
@@ -185,6 +193,7 @@ fn log_start(plan: &Plan, info: &RunInfo, found: &Found, region: Option<&Region>
                 proxy.no_proxy.join(",")
             },
         ),
+        ("insecure", &plan.fetch.insecure),
     ]);
 }
 

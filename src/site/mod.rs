@@ -26,6 +26,7 @@ mod delay;
 pub mod faults;
 pub mod flag;
 pub mod serve;
+pub mod tls;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -46,6 +47,7 @@ use axum::Router;
 use tokio::sync::oneshot;
 
 pub use faults::{Fault, FaultConfig};
+pub use tls::SiteTls;
 
 use crate::error::Error;
 
@@ -204,19 +206,25 @@ pub fn describe(config: &SiteConfig) -> String {
 }
 
 /// Starts the site for a run or a bench of this process: on 127.0.0.1, on a
-/// free port, without faults.
-pub fn start_loopback(config: SiteConfig) -> Result<Site, Error> {
+/// free port, without faults; over HTTPS with `tls`.
+pub fn start_loopback(config: SiteConfig, tls: Option<SiteTls>) -> Result<Site, Error> {
     start_on(
         config,
         FaultConfig::default(),
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        tls,
     )
 }
 
 /// Starts the site on `bind` with `faults` (`flagmaster serve`); a failure is
 /// a set-up error that names the address.
-pub fn start_on(config: SiteConfig, faults: FaultConfig, bind: SocketAddr) -> Result<Site, Error> {
-    Site::start_with_faults(config, faults, bind).map_err(|source| Error::Site {
+pub fn start_on(
+    config: SiteConfig,
+    faults: FaultConfig,
+    bind: SocketAddr,
+    tls: Option<SiteTls>,
+) -> Result<Site, Error> {
+    Site::start_with_faults(config, faults, bind, tls).map_err(|source| Error::Site {
         addr: bind.to_string(),
         source,
     })
@@ -225,6 +233,8 @@ pub fn start_on(config: SiteConfig, faults: FaultConfig, bind: SocketAddr) -> Re
 /// A running site. Dropping it stops the server.
 pub struct Site {
     addr: SocketAddr,
+    /// The CA's certificate (PEM) when the site speaks HTTPS.
+    ca_pem: Option<String>,
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -233,14 +243,16 @@ pub struct Site {
 impl Site {
     /// Starts the site on `bind` (port 0 picks a free port) in a background thread.
     pub fn start(config: SiteConfig, bind: SocketAddr) -> io::Result<Site> {
-        Site::start_with_faults(config, FaultConfig::default(), bind)
+        Site::start_with_faults(config, FaultConfig::default(), bind, None)
     }
 
-    /// As [`Site::start`], with faults for every flag request.
+    /// As [`Site::start`], with faults for every flag request, and over
+    /// HTTPS with `tls` (the raw listener of [`wire`] stays plain HTTP).
     pub fn start_with_faults(
         config: SiteConfig,
         faults: FaultConfig,
         bind: SocketAddr,
+        tls: Option<SiteTls>,
     ) -> io::Result<Site> {
         // Before the runtime's threads start (see `reserve_descriptors`): a
         // connection per slot of the backlog, plus the site's own.
@@ -279,19 +291,35 @@ impl Site {
             Arc::clone(&connections),
             delays,
         );
-        let listener = listener.tap_io(move |_| {
-            connections.fetch_add(1, Ordering::Relaxed);
-        });
+        let listener = match &tls {
+            None => Listening::Plain(listener),
+            Some(tls) => {
+                let _guard = runtime.enter();
+                Listening::Tls(tls::TlsListener::new(listener, tls)?)
+            }
+        };
         runtime.spawn(wire::serve(wire, flags));
         let (shutdown, stopped) = oneshot::channel::<()>();
+        let stopped = async {
+            let _ = stopped.await;
+        };
         let thread = std::thread::Builder::new()
             .name("flag-site".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    });
-                    if let Err(e) = serve.await {
+                    let served = match listener {
+                        Listening::Plain(plain) => {
+                            axum::serve(plain.tap_io(counter(connections)), app)
+                                .with_graceful_shutdown(stopped)
+                                .await
+                        }
+                        Listening::Tls(tls) => {
+                            axum::serve(tls.tap_io(counter(connections)), app)
+                                .with_graceful_shutdown(stopped)
+                                .await
+                        }
+                    };
+                    if let Err(e) = served {
                         eprintln!("flagmaster: built-in site failed: {e}");
                     }
                 });
@@ -300,6 +328,7 @@ impl Site {
             })?;
         Ok(Site {
             addr,
+            ca_pem: tls.map(|tls| tls.ca_pem),
             shared,
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -312,7 +341,22 @@ impl Site {
 
     /// The base URL of the flags, as `--base-url` takes it.
     pub fn base_url(&self) -> String {
-        format!("http://{}{}", self.addr, FLAGS_PATH)
+        format!("{}{FLAGS_PATH}", self.origin())
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://` over TLS.
+    pub fn origin(&self) -> String {
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA certificate (PEM) a client must trust, when the site speaks HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// How many answers have waited for the latency so far.
@@ -351,6 +395,19 @@ impl Drop for Site {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// Counts the connections the site accepts, for `/stats`.
+fn counter<T>(connections: Arc<AtomicU64>) -> impl FnMut(&mut T) + Send + 'static {
+    move |_| {
+        connections.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The site's listener: plain HTTP, or HTTPS (`--tls`).
+enum Listening {
+    Plain(tokio::net::TcpListener),
+    Tls(tls::TlsListener),
 }
 
 fn listen(bind: SocketAddr) -> io::Result<tokio::net::TcpListener> {

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use super::{FaultConfig, SiteConfig};
+use super::{FaultConfig, SiteConfig, SiteTls};
 use crate::cli::ServeArgs;
 use crate::error::Error;
 use crate::input::list;
@@ -33,17 +33,31 @@ pub fn run(args: ServeArgs) -> Result<u8, Error> {
     if let Some(fault) = faults.fault {
         description += &format!(", fault {fault}");
     }
+    let tls = match args.tls {
+        true => Some(SiteTls::generate().map_err(Error::Setup)?),
+        false => None,
+    };
+    if let (Some(tls), Some(path)) = (&tls, &args.ca_out) {
+        std::fs::write(path, &tls.ca_pem).map_err(|source| Error::Unwritable {
+            what: "--ca-out",
+            path: path.clone(),
+            source,
+        })?;
+    }
     let bind = SocketAddr::new(args.bind, args.port);
-    let site = super::start_on(config, faults, bind)?;
+    let site = super::start_on(config, faults, bind, tls)?;
     // Whoever started us may read only the first line and close the pipe; that
     // must not stop the site.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "Serving {description} at {}", site.base_url());
     let _ = writeln!(
         stdout,
-        "Request count at http://{}/stats. Stop with Ctrl-C.",
-        site.addr()
+        "Request count at {}/stats. Stop with Ctrl-C.",
+        site.origin()
     );
+    if let Some(path) = &args.ca_out {
+        let _ = writeln!(stdout, "CA certificate in {}.", path.display());
+    }
     let _ = stdout.flush();
     drop(stdout);
     site.wait();

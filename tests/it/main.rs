@@ -22,3 +22,4 @@ mod reruns;
 mod shards;
 mod site_faults;
 mod sources;
+mod tls;

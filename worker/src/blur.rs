@@ -137,7 +137,12 @@ pub fn blur_file(
     // stays a PNG.
     let format = match reader.format() {
         Some(f @ (ImageFormat::Jpeg | ImageFormat::Png)) => f,
-        Some(other) => return Err(decode(&format_args!("unsupported format {other:?}"))),
+        Some(other) => {
+            // `GIF`, not the enum's `Debug` name.
+            let name = other.extensions_str().first().copied().unwrap_or("unknown");
+            let name = name.to_ascii_uppercase();
+            return Err(decode(&format_args!("unsupported format {name}")));
+        }
         None => return Err(decode(&"unknown format")),
     };
     let mut limits = Limits::default();

@@ -281,7 +281,7 @@ impl Fetcher {
         let mut response = match called {
             Ok(r) => r,
             Err(e) => {
-                let (reason, transient) = describe_failure(&e, chosen.proxy);
+                let (reason, transient) = describe_failure(&e, chosen.proxy, &item.url);
                 return Attempt::failed(reason, None, transient);
             }
         };
@@ -358,7 +358,7 @@ impl Fetcher {
                         crate::note_disk_full();
                     }
                     let reason = match &e {
-                        SaveError::Read(io) => describe_io(io),
+                        SaveError::Read(io) => describe_io(io, &item.url).0,
                         _ if disk_full => DISK_FULL.to_string(),
                         other => other.to_string(),
                     };
@@ -600,11 +600,13 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// A short reason for a failed request, and whether another attempt may help.
-fn describe_ureq(e: &ureq::Error) -> (String, bool) {
+/// A short reason for a failed request of `url`, and whether another
+/// attempt may help. TLS failures (an untrusted or expired certificate, a
+/// failed handshake) are permanent: the next attempt meets the same server.
+fn describe_ureq(e: &ureq::Error, url: &str) -> (String, bool) {
     match e {
         ureq::Error::Timeout(t) => (format!("timeout ({t})"), true),
-        ureq::Error::Io(io) => (describe_io(io), true),
+        ureq::Error::Io(io) => describe_io(io, url),
         ureq::Error::ConnectionFailed => ("connection failed".into(), true),
         ureq::Error::HostNotFound => ("host not found".into(), false),
         ureq::Error::TooManyRedirects => ("too many redirects".into(), false),
@@ -612,17 +614,18 @@ fn describe_ureq(e: &ureq::Error) -> (String, bool) {
         // shows up as a protocol error; a fresh connection may well succeed.
         ureq::Error::Protocol(p) => (format!("protocol error: {p}"), true),
         ureq::Error::BadUri(u) => (format!("bad url: {u}"), false),
-        ureq::Error::Tls(t) => (format!("tls: {t}"), false),
+        ureq::Error::Tls(t) => (format!("TLS: {t}"), false),
+        ureq::Error::Rustls(t) => (describe_tls(t, url), false),
         other => (other.to_string(), false),
     }
 }
 
 /// A short reason for a failed request, sent directly or through `proxy`
 /// (`host:port`), and whether another attempt may help.
-pub fn describe_failure(e: &ureq::Error, proxy: Option<&str>) -> (String, bool) {
+pub fn describe_failure(e: &ureq::Error, proxy: Option<&str>, url: &str) -> (String, bool) {
     match proxy {
-        Some(proxy) => describe_via_proxy(e, proxy),
-        None => describe_ureq(e),
+        Some(proxy) => describe_via_proxy(e, proxy, url),
+        None => describe_ureq(e, url),
     }
 }
 
@@ -630,7 +633,7 @@ pub fn describe_failure(e: &ureq::Error, proxy: Option<&str>) -> (String, bool) 
 /// (`host:port`). ureq connects to the proxy itself, which connects to the
 /// site, so a failure to connect is the proxy's; the proxy's answer to the
 /// CONNECT says what became of the site.
-fn describe_via_proxy(e: &ureq::Error, proxy: &str) -> (String, bool) {
+fn describe_via_proxy(e: &ureq::Error, proxy: &str, url: &str) -> (String, bool) {
     let unreachable = |why: &str| (format!("proxy {proxy} unreachable: {why}"), true);
     match e {
         ureq::Error::Io(io)
@@ -641,7 +644,7 @@ fn describe_via_proxy(e: &ureq::Error, proxy: &str) -> (String, bool) {
                     | io::ErrorKind::NetworkUnreachable
             ) =>
         {
-            unreachable(&describe_io(io))
+            unreachable(&describe_io(io, url).0)
         }
         ureq::Error::ConnectionFailed => unreachable("connection failed"),
         ureq::Error::Timeout(ureq::Timeout::Connect) => unreachable("connect timeout"),
@@ -659,28 +662,170 @@ fn describe_via_proxy(e: &ureq::Error, proxy: &str) -> (String, bool) {
             };
             (reason, code.is_none_or(|c| c >= 500))
         }
-        other => describe_ureq(other),
+        other => describe_ureq(other, url),
     }
 }
 
-/// A short reason for an I/O failure, unwrapping ureq errors carried inside.
-fn describe_io(e: &io::Error) -> String {
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
-        return describe_ureq(inner).0;
+/// A short reason for an I/O failure, unwrapping the ureq and rustls errors
+/// carried inside, and whether another attempt may help.
+fn describe_io(e: &io::Error, url: &str) -> (String, bool) {
+    if let Some(inner) = e.get_ref() {
+        if let Some(ureq) = inner.downcast_ref::<ureq::Error>() {
+            return describe_ureq(ureq, url);
+        }
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return (describe_tls(tls, url), false);
+        }
     }
-    match e.kind() {
+    let reason = match e.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".into(),
         io::ErrorKind::ConnectionReset => "connection reset".into(),
         io::ErrorKind::ConnectionAborted => "connection aborted".into(),
         io::ErrorKind::UnexpectedEof => "connection closed early".into(),
         io::ErrorKind::TimedOut => "timeout".into(),
         _ => format!("i/o: {e}"),
-    }
+    };
+    (reason, true)
+}
+
+/// A TLS failure in words (rustls's own text is its `Debug` form:
+/// `invalid peer certificate: UnknownIssuer`).
+fn describe_tls(e: &rustls::Error, url: &str) -> String {
+    use rustls::CertificateError as C;
+    let host = || host_of(url);
+    let why = match e {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => {
+                format!("certificate for {} is not trusted (unknown issuer)", host())
+            }
+            C::Expired | C::ExpiredContext { .. } => "certificate expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not valid yet".into(),
+            C::NotValidForName => format!("name mismatch (certificate is not for {})", host()),
+            C::NotValidForNameContext { presented, .. } if !presented.is_empty() => {
+                let names: Vec<&str> = presented.iter().map(|n| plain_name(n)).collect();
+                format!("name mismatch (certificate is for {})", names.join(", "))
+            }
+            C::NotValidForNameContext { .. } => "name mismatch (certificate names no host)".into(),
+            C::Revoked => "certificate revoked".into(),
+            C::BadSignature
+            | C::UnsupportedSignatureAlgorithmContext { .. }
+            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                "certificate signature not accepted".into()
+            }
+            C::BadEncoding => "certificate is malformed".into(),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "certificate is not for a server".into()
+            }
+            C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+                format!(
+                    "certificate for {} is a CA certificate, not a server's",
+                    host()
+                )
+            }
+            _ => format!("certificate for {} not accepted", host()),
+        },
+        rustls::Error::NoCertificatesPresented => "handshake failed (no certificate)".into(),
+        rustls::Error::AlertReceived(_) => "handshake failed (refused by the server)".into(),
+        rustls::Error::InvalidMessage(_) => {
+            "handshake failed (malformed message: is the server speaking TLS?)".into()
+        }
+        rustls::Error::PeerIncompatible(_) => {
+            "handshake failed (no TLS version or cipher in common)".into()
+        }
+        rustls::Error::PeerMisbehaved(_) => {
+            "handshake failed (the server broke the protocol)".into()
+        }
+        rustls::Error::General(why) => format!("handshake failed ({why})"),
+        _ => "handshake failed".into(),
+    };
+    format!("TLS: {why}")
+}
+
+/// The host of a URL, as a certificate must name it.
+fn host_of(url: &str) -> String {
+    url.parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+        .unwrap_or_else(|| "the server".into())
+}
+
+/// A name as webpki presents it (`DnsName("localhost")`, `IpAddress(127.0.0.1)`),
+/// without the wrapping.
+fn plain_name(presented: &str) -> &str {
+    let inner = presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(presented);
+    inner.trim_matches('"')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_are_permanent_and_in_words() {
+        use rustls::pki_types::ServerName;
+        use rustls::{CertificateError as C, Error as E, OtherError};
+        let url = "https://127.0.0.1:8443/f/Chad.jpg";
+        let cases: Vec<(E, &str)> = vec![
+            (
+                C::UnknownIssuer.into(),
+                "TLS: certificate for 127.0.0.1 is not trusted (unknown issuer)",
+            ),
+            (C::Expired.into(), "TLS: certificate expired"),
+            (C::NotValidYet.into(), "TLS: certificate not valid yet"),
+            (
+                C::NotValidForNameContext {
+                    expected: ServerName::try_from("127.0.0.1").unwrap(),
+                    presented: vec![r#"DnsName("localhost")"#.into()],
+                }
+                .into(),
+                "TLS: name mismatch (certificate is for localhost)",
+            ),
+            (
+                C::NotValidForNameContext {
+                    expected: ServerName::try_from("example.org").unwrap(),
+                    presented: vec![r#"DnsName("a.test")"#.into(), "IpAddress(10.0.0.1)".into()],
+                }
+                .into(),
+                "TLS: name mismatch (certificate is for a.test, 10.0.0.1)",
+            ),
+            (C::Revoked.into(), "TLS: certificate revoked"),
+            (
+                C::Other(OtherError(std::sync::Arc::new(io::Error::other(
+                    "CaUsedAsEndEntity",
+                ))))
+                .into(),
+                "TLS: certificate for 127.0.0.1 is a CA certificate, not a server's",
+            ),
+            (
+                E::NoCertificatesPresented,
+                "TLS: handshake failed (no certificate)",
+            ),
+            (
+                E::General("no luck".into()),
+                "TLS: handshake failed (no luck)",
+            ),
+        ];
+        for (error, want) in cases {
+            // As ureq hands it over: an I/O error carrying rustls's.
+            let io = io::Error::new(io::ErrorKind::InvalidData, error.clone());
+            let wrapped = ureq::Error::Io(io);
+            assert_eq!(describe_ureq(&wrapped, url), (want.to_string(), false));
+            let direct = ureq::Error::Rustls(error);
+            assert_eq!(describe_ureq(&direct, url), (want.to_string(), false));
+            assert!(
+                !want.contains("Context") && !want.contains("Error("),
+                "{want}"
+            );
+        }
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            describe_ureq(&ureq::Error::Io(refused), url),
+            ("connection refused".to_string(), true)
+        );
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {

@@ -2,14 +2,16 @@
 //! (every timeout set, statuses as outcomes, small buffers, no proxy of ureq's
 //! own choosing) and the agents built on it, one for each way a request can go
 //! (see [`crate::proxy`]), for the workers' fetches and the master's listing
-//! alike.
+//! alike. HTTPS servers are checked against the system's trust store plus the
+//! run's own CA certificates (see `root_certs`).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ureq::config::{Config, ConfigBuilder};
 use ureq::http::Uri;
+use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::typestate::AgentScope;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
@@ -59,7 +61,13 @@ fn builder(settings: &FetchSettings) -> ConfigBuilder<AgentScope> {
         // connection at a time: one idle connection per host is enough,
         // for a few hosts.
         .max_idle_connections(IDLE_HOSTS)
-        .max_idle_connections_per_host(1);
+        .max_idle_connections_per_host(1)
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(root_certs(settings))
+                .disable_verification(settings.insecure)
+                .build(),
+        );
     // ureq's default is the environment's proxy for every URL; which proxy a
     // request uses is decided by `Agents` instead.
     config.proxy(None)
@@ -155,6 +163,45 @@ impl Agents {
             None => Err("no proxy".into()),
         }
     }
+}
+
+/// The certificates HTTPS servers are checked against: the system's trust
+/// store (or, where it has none, the WebPKI roots compiled in), plus the
+/// PEM certificates of `settings.ca_pem`. The system's store is read once
+/// per process. Verification is off only with `--insecure`, which every
+/// run reports.
+fn root_certs(settings: &FetchSettings) -> RootCerts {
+    let mut roots: Vec<Certificate<'static>> = system_roots().to_vec();
+    roots.extend(pem_certificates(&settings.ca_pem));
+    RootCerts::from(roots)
+}
+
+/// The system's trust store (`rustls-native-certs`, which also honours
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`), read on first use; the WebPKI roots
+/// where it holds no certificate.
+fn system_roots() -> &'static [Certificate<'static>] {
+    static ROOTS: OnceLock<Vec<Certificate<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let native = rustls_native_certs::load_native_certs().certs;
+        let ders = if native.is_empty() {
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec()
+        } else {
+            native
+        };
+        ders.iter()
+            .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+            .collect()
+    })
+}
+
+/// The certificates of a PEM bundle; other items (keys) are skipped.
+pub fn pem_certificates(pem: &[u8]) -> Vec<Certificate<'static>> {
+    parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect()
 }
 
 /// An agent with a connection pool of its own over `config`.

@@ -289,4 +289,10 @@ pub struct FetchSettings {
     /// with an expected digest are hashed anyway. Defaults to off, which
     /// costs nothing.
     pub hash: bool,
+    /// PEM certificates trusted besides the system's: `--cacert`,
+    /// `SSL_CERT_FILE` and the CA of a built-in site served over TLS, read
+    /// and checked by the master. Empty by default: the system's alone.
+    pub ca_pem: Vec<u8>,
+    /// Certificates are not verified at all (`--insecure`). Off by default.
+    pub insecure: bool,
 }

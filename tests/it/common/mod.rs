@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -31,13 +31,30 @@ impl Drop for ChildGuard {
 pub struct Site {
     pub base: String,
     pub origin: String,
+    /// Trusts the site's CA when it speaks HTTPS. Each request gets an agent
+    /// of its own, so a new connection, as tests of `connections` expect.
+    client: ureq::config::Config,
     _guard: ChildGuard,
 }
 
 impl Site {
     pub fn start(extra: &[&str]) -> Site {
+        Site::start_with(extra, None)
+    }
+
+    /// The site over HTTPS (`--tls`), its CA certificate written to `ca`.
+    pub fn start_tls(ca: &Path, extra: &[&str]) -> Site {
+        Site::start_with(extra, Some(ca))
+    }
+
+    fn start_with(extra: &[&str], ca: Option<&Path>) -> Site {
+        let tls = match ca {
+            Some(ca) => vec!["--tls".into(), "--ca-out".into(), ca.as_os_str().to_owned()],
+            None => Vec::new(),
+        };
         let mut child = Command::new(BIN)
             .args(["serve", "--port", "0"])
+            .args(tls)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -61,20 +78,34 @@ impl Site {
             .next()
             .expect("URL in the first line")
             .to_string();
-        assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        assert!(
+            base.starts_with(&format!("{scheme}://127.0.0.1:")),
+            "{line}"
+        );
         let origin = base
             .trim_end_matches(flagmaster::site::FLAGS_PATH)
             .to_string();
+        let mut config = ureq::Agent::config_builder();
+        if let Some(ca) = ca {
+            let pem = fs::read(ca).expect("the site wrote its CA");
+            let certs = flagmaster_worker::http::pem_certificates(&pem);
+            assert_eq!(certs.len(), 1, "one CA certificate in {}", ca.display());
+            let roots = ureq::tls::RootCerts::new_with_certs(&certs);
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
         Site {
             base,
             origin,
+            client: config.build(),
             _guard: guard,
         }
     }
 
     /// Flag requests the site has answered so far.
     pub fn requests(&self) -> u64 {
-        let body = ureq::get(format!("{}/stats", self.origin))
+        let body = ureq::Agent::new_with_config(self.client.clone())
+            .get(format!("{}/stats", self.origin))
             .call()
             .expect("GET /stats")
             .body_mut()
@@ -86,7 +117,8 @@ impl Site {
 
     /// The whole `/stats` document: `requests` and `by_name`.
     pub fn stats(&self) -> serde_json::Value {
-        let body = ureq::get(format!("{}/stats", self.origin))
+        let body = ureq::Agent::new_with_config(self.client.clone())
+            .get(format!("{}/stats", self.origin))
             .call()
             .expect("GET /stats")
             .body_mut()
