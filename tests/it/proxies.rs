@@ -139,7 +139,10 @@ fn everything_shown(work: &Work, out: &Output) -> String {
 
 /// `host:port` of the site's base URL.
 fn site_host_port(site: &Site) -> String {
-    site.origin.trim_start_matches("http://").to_string()
+    site.origin
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .to_string()
 }
 
 /// Downloads `names` from `site` with `args` and checks every file.
@@ -194,6 +197,35 @@ fn every_mode_downloads_through_a_real_proxy() {
         let shown = format!("http://***@127.0.0.1:{}", proxy.port);
         assert_eq!(start["proxy_http"], shown);
         assert_eq!(start["proxy_https"], shown);
+    }
+}
+
+#[test]
+fn every_mode_downloads_https_through_a_real_proxy() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let ca = dir.path().join("ca.pem");
+    let site = Site::start_tls(&ca, &[]);
+    assert!(site.base.starts_with("https://"), "{}", site.base);
+    let proxy = Tinyproxy::start();
+    let target = site_host_port(&site);
+    let names = flag_names(12);
+    let url = proxy.url();
+    for mode in [
+        &["--mode", "serial"][..],
+        &["--mode", "threads", "--threads", "4"],
+        &["--mode", "proc", "--procs", "2"],
+        &["--mode", "proc", "--procs", "2", "--threads", "2"],
+    ] {
+        let work = Work::new();
+        let before = proxy.tunnels_to(&target);
+        let mut args = mode.to_vec();
+        args.extend(["--proxy", &url, "--cacert", ca.to_str().unwrap()]);
+        // Verified end to end through the tunnel: the files are the site's.
+        download(&work, &site, &names, &args, &[]);
+        assert!(
+            proxy.tunnels_to(&target) > before,
+            "{mode:?}: tinyproxy's log shows no CONNECT {target}"
+        );
     }
 }
 
