@@ -142,15 +142,7 @@ mod tests {
             label: "sums".into(),
             digests: parse(&format!("{A}  Chad.jpg\n")).unwrap(),
         };
-        let item = |file: &str| Item {
-            index: 0,
-            name: file.into(),
-            url: String::new(),
-            file: file.into(),
-            ext_from_type: false,
-            validators: None,
-            sha256: None,
-        };
+        let item = |file: &str| Item::for_test(0, file);
         let mut items = vec![item("Chad.jpg"), item("Peru.jpg")];
         assert_eq!(sums.apply(&mut items), 1);
         assert_eq!(items[0].sha256, from_hex(A));

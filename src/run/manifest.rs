@@ -99,15 +99,7 @@ mod tests {
     fn sorted_by_name_with_kept_files_hashed_and_failures_left_out() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("kept.jpg"), b"abc").unwrap();
-        let item = |index: u32, file: &str| Item {
-            index,
-            name: file.into(),
-            url: String::new(),
-            file: file.into(),
-            ext_from_type: false,
-            validators: None,
-            sha256: None,
-        };
+        let item = Item::for_test;
         let items = [
             item(0, "b.jpg"),
             item(1, "a.jpg"),

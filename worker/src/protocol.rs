@@ -33,6 +33,22 @@ pub struct Item {
     pub sha256: Option<crate::digest::Sha256Digest>,
 }
 
+impl Item {
+    /// Item `index` named and saved as `file`, with no URL, for tests.
+    #[doc(hidden)]
+    pub fn for_test(index: u32, file: &str) -> Item {
+        Item {
+            index,
+            name: file.into(),
+            url: String::new(),
+            file: file.into(),
+            ext_from_type: false,
+            validators: None,
+            sha256: None,
+        }
+    }
+}
+
 /// What a conditional request sends: `If-None-Match` with the ETag and
 /// `If-Modified-Since` with the date, whichever is known.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -154,15 +170,7 @@ impl ItemReport {
     /// A report of item `index` named `N{index}`, for tests.
     #[doc(hidden)]
     pub fn for_test(index: u32, status: Status, bytes: u64) -> ItemReport {
-        let item = Item {
-            index,
-            name: format!("N{index}"),
-            url: String::new(),
-            file: String::new(),
-            ext_from_type: false,
-            validators: None,
-            sha256: None,
-        };
+        let item = Item::for_test(index, &format!("N{index}"));
         ItemReport {
             http: Some(200),
             bytes,
