@@ -10,18 +10,10 @@ use common::{alive, signal, stderr, ChildGuard, Site, Work};
 /// Pids of the workers the master spawned, read from master.log, waiting up to
 /// `deadline` for `n` of them.
 fn spawned_pids(work: &Work, n: usize, deadline: Duration) -> Vec<i32> {
-    let start = Instant::now();
-    loop {
-        let hellos = work.master_events("hello");
-        if hellos.len() >= n {
-            return hellos.iter().map(|f| f["pid"].parse().unwrap()).collect();
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "workers did not start: {hellos:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::hellos(work, n, deadline)
+        .into_iter()
+        .map(|(_, pid)| pid)
+        .collect()
 }
 
 #[test]

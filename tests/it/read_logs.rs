@@ -237,25 +237,6 @@ fn a_missing_dir_is_one_line_and_status_2() {
     );
 }
 
-/// The workers that said hello, (worker, pid), waiting for `n` of them.
-fn hellos(work: &Work, n: usize) -> Vec<(u64, i32)> {
-    let start = std::time::Instant::now();
-    loop {
-        let hellos = work.master_events("hello");
-        if hellos.len() >= n {
-            return hellos
-                .iter()
-                .map(|f| (f["worker"].parse().unwrap(), f["pid"].parse().unwrap()))
-                .collect();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no workers: {hellos:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_killed_worker_a_cut_line_and_a_missing_log_give_one_warning() {
     let site = Site::start(&["--delay-ms", "100"]);
@@ -277,7 +258,7 @@ fn a_killed_worker_a_cut_line_and_a_missing_log_give_one_warning() {
         &[],
     );
     // Killed once it has finished an item, so that it has a lane to end.
-    let (victim, pid) = hellos(&work, 3)[1];
+    let (victim, pid) = common::hellos(&work, 3, std::time::Duration::from_secs(20))[1];
     let log = work.path(&format!("logs/worker-{victim:02}.log"));
     let start = std::time::Instant::now();
     while !fs::read_to_string(&log)

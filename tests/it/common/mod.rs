@@ -336,3 +336,23 @@ pub fn flag_names(n: usize) -> Vec<String> {
         .take(n)
         .collect()
 }
+
+/// The workers that said hello in master.log, as (worker, pid), waiting up to
+/// `deadline` for `n` of them.
+pub fn hellos(work: &Work, n: usize, deadline: Duration) -> Vec<(u64, i32)> {
+    let start = Instant::now();
+    loop {
+        let hellos = work.master_events("hello");
+        if hellos.len() >= n {
+            return hellos
+                .iter()
+                .map(|f| (f["worker"].parse().unwrap(), f["pid"].parse().unwrap()))
+                .collect();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "workers did not start: {hellos:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
