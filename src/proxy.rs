@@ -121,6 +121,19 @@ mod tests {
         assert_eq!(p.http.as_deref(), Some("http://h:1"));
         assert_eq!(p.https, None, "empty is unset");
         assert_eq!(p.no_proxy, ["x.org"]);
+        // SOCKS proxies come from the same variables.
+        let socks = [
+            ("ALL_PROXY", "socks5h://u:pw@s:1080"),
+            ("http_proxy", "socks5://h:1"),
+        ];
+        let p = settings(None, None, true, with_env(&socks)).unwrap();
+        assert_eq!(p.https.as_deref(), Some("socks5h://u:pw@s:1080"));
+        assert_eq!(p.http.as_deref(), Some("socks5://h:1"));
+        assert_eq!(
+            note(&p).unwrap(),
+            "socks5://h:1 for http URLs, socks5h://***@s:1080 for https URLs \
+             (environment), not for loopback hosts"
+        );
         // A run on this machine only does not read them at all.
         let p = settings(None, None, false, with_env(&env)).unwrap();
         assert!(p.is_none());
@@ -147,10 +160,11 @@ mod tests {
 
     #[test]
     fn bad_proxies_are_set_up_errors_without_secrets() {
-        let e = settings(Some("socks5://u:pw1@h:1"), None, true, with_env(&[])).unwrap_err();
+        let e = settings(Some("socks://u:pw1@h:1"), None, true, with_env(&[])).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "bad --proxy socks5://***@h:1: socks5 proxies are not supported, only http:// and https://"
+            "bad --proxy socks://***@h:1: say socks5:// or socks4:// \
+             (curl and others read socks:// differently)"
         );
         let env = [("https_proxy", "ftp://u:pw2@h:1")];
         let e = settings(None, None, true, with_env(&env)).unwrap_err();

@@ -20,6 +20,7 @@ use ureq::http::header::{
     LAST_MODIFIED, RETRY_AFTER,
 };
 use ureq::http::HeaderMap;
+use ureq::Proxy;
 
 use crate::blur;
 use crate::digest::{self, Sha256Digest};
@@ -620,21 +621,22 @@ fn describe_ureq(e: &ureq::Error, url: &str) -> (String, bool) {
     }
 }
 
-/// A short reason for a failed request, sent directly or through `proxy`
-/// (`host:port`), and whether another attempt may help.
-pub fn describe_failure(e: &ureq::Error, proxy: Option<&str>, url: &str) -> (String, bool) {
+/// A short reason for a failed request, sent directly or through `proxy`,
+/// and whether another attempt may help.
+pub fn describe_failure(e: &ureq::Error, proxy: Option<&Proxy>, url: &str) -> (String, bool) {
     match proxy {
         Some(proxy) => describe_via_proxy(e, proxy, url),
         None => describe_ureq(e, url),
     }
 }
 
-/// A short reason for a failed request that went through `proxy`
-/// (`host:port`). ureq connects to the proxy itself, which connects to the
-/// site, so a failure to connect is the proxy's; the proxy's answer to the
-/// CONNECT says what became of the site.
-fn describe_via_proxy(e: &ureq::Error, proxy: &str, url: &str) -> (String, bool) {
-    let unreachable = |why: &str| (format!("proxy {proxy} unreachable: {why}"), true);
+/// A short reason for a failed request that went through `proxy`. ureq
+/// connects to the proxy itself, which connects to the site, so a failure to
+/// connect is the proxy's; the proxy's answer to the CONNECT (or to the SOCKS
+/// handshake) says what became of the site.
+fn describe_via_proxy(e: &ureq::Error, proxy: &Proxy, url: &str) -> (String, bool) {
+    let name = crate::proxy::host_port(proxy);
+    let unreachable = |why: &str| (format!("proxy {name} unreachable: {why}"), true);
     match e {
         ureq::Error::Io(io)
             if matches!(
@@ -646,9 +648,17 @@ fn describe_via_proxy(e: &ureq::Error, proxy: &str, url: &str) -> (String, bool)
         {
             unreachable(&describe_io(io, url).0)
         }
+        ureq::Error::Io(io) if crate::proxy::is_socks(proxy) => {
+            describe_socks(io, proxy.username().is_some(), &name)
+                .unwrap_or_else(|| describe_io(io, url))
+        }
         ureq::Error::ConnectionFailed => unreachable("connection failed"),
         ureq::Error::Timeout(ureq::Timeout::Connect) => unreachable("connect timeout"),
-        ureq::Error::HostNotFound => (format!("proxy {proxy}: host not found"), false),
+        // A SOCKS5 or SOCKS4 proxy gets the site's address: its name was
+        // looked up here, and the failure may be the site's.
+        ureq::Error::HostNotFound if !proxy.resolve_target() => {
+            (format!("proxy {name}: host not found"), false)
+        }
         ureq::Error::ConnectProxyFailed(why) => {
             // `proxy server responded 502/Bad Gateway`: the site's fault,
             // retried like a 5xx; `407`, `403`: the proxy's refusal, final.
@@ -657,13 +667,64 @@ fn describe_via_proxy(e: &ureq::Error, proxy: &str, url: &str) -> (String, bool)
                 .and_then(|rest| rest.get(..3))
                 .and_then(|c| c.parse::<u16>().ok());
             let reason = match code {
-                Some(code) => format!("proxy {proxy} answered {code} to CONNECT"),
-                None => format!("proxy {proxy}: {why}"),
+                Some(code) => format!("proxy {name} answered {code} to CONNECT"),
+                None => format!("proxy {name}: {why}"),
             };
             (reason, code.is_none_or(|c| c >= 500))
         }
         other => describe_ureq(other, url),
     }
+}
+
+/// A failed SOCKS handshake with proxy `name` in words, and whether another
+/// attempt may help; `None` for an I/O error that is not one. ureq reports
+/// each as an I/O error whose text is all there is to tell them apart (its
+/// `unversioned/transport/socks.rs`, ureq 3.5.1): `login` is whether a user
+/// and password were offered. The proxy's failing to reach the site is
+/// retried like a connection error; a refusal or a reply that is not SOCKS
+/// is final.
+fn describe_socks(e: &io::Error, login: bool, name: &str) -> Option<(String, bool)> {
+    let text = e.get_ref()?.to_string();
+    let site = |why: &str| {
+        (
+            format!("proxy {name} could not reach the site: {why}"),
+            true,
+        )
+    };
+    let fin = |why: &str| (format!("proxy {name} {why}"), false);
+    Some(match text.as_str() {
+        // SOCKS5's replies (RFC 1928), then SOCKS4's.
+        "general SOCKS server failure" => site("general failure"),
+        "network unreachable" | "host unreachable" | "connection refused" | "TTL expired" => {
+            site(&text)
+        }
+        "request rejected or failed" => site("rejected or failed"),
+        "connection not allowed by ruleset" => fin("does not allow this connection (its rules)"),
+        "command not supported" => fin("does not support CONNECT"),
+        "address kind not supported" => fin("does not take this kind of address"),
+        "SOCKS4 does not support IPv6" => fin("speaks SOCKS4, which cannot reach an IPv6 address"),
+        "domain name too long" => fin("cannot be given a host name over 255 bytes"),
+        t if t.contains("identd") => fin("refused the connection (its identd check failed)"),
+        // Authentication (RFC 1929).
+        "password authentication failed" => fin("refused the user name or password"),
+        "no acceptable auth methods" if login => {
+            fin("accepts none of the login methods offered (none; user and password)")
+        }
+        "no acceptable auth methods" => fin("wants a user name and password"),
+        "unknown auth method" => fin("asked for a login method that was not offered"),
+        "invalid username" | "invalid password" => {
+            fin("needs a user name and password of 1 to 255 bytes each")
+        }
+        // Whatever answered does not speak SOCKS (an HTTP proxy, say).
+        "invalid response version"
+        | "invalid reserved byte"
+        | "invalid response code"
+        | "unsupported address type" => {
+            fin("gave a reply that is not SOCKS (is it a SOCKS proxy?)")
+        }
+        "unknown error" => fin("answered with an unknown SOCKS error code"),
+        _ => return None,
+    })
 }
 
 /// A short reason for an I/O failure, unwrapping the ureq and rustls errors
@@ -825,6 +886,103 @@ mod tests {
             describe_ureq(&ureq::Error::Io(refused), url),
             ("connection refused".to_string(), true)
         );
+    }
+
+    /// A one-connection SOCKS proxy on 127.0.0.1 that answers `replies`
+    /// whatever it is sent, and the reason flagmaster gives for a request
+    /// of `url` through it as `scheme://[login@]`, after `proxy HOST:PORT `.
+    fn through_fake_socks(scheme: &str, login: &str, url: &str, replies: &[u8]) -> (String, bool) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let replies = replies.to_vec();
+        listener.set_nonblocking(true).unwrap();
+        let server = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut conn = loop {
+                match listener.accept() {
+                    Ok((conn, _)) => break conn,
+                    Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("no client: {e}"),
+                }
+            };
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = conn.write_all(&replies);
+            // Until the client hangs up, so that its writes never meet a reset.
+            let _ = io::copy(&mut conn, &mut io::sink());
+        });
+        let proxy = Proxy::new(&format!("{scheme}://{login}127.0.0.1:{port}")).unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .proxy(Some(proxy.clone()))
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let error = agent.get(url).call().unwrap_err();
+        server.join().unwrap();
+        let (reason, transient) = describe_failure(&error, Some(&proxy), url);
+        let name = format!("proxy 127.0.0.1:{port} ");
+        let rest = reason
+            .strip_prefix(&name)
+            .unwrap_or_else(|| panic!("{reason}"));
+        (rest.to_string(), transient)
+    }
+
+    #[test]
+    fn socks_failures_are_in_words() {
+        let url = "http://10.0.0.1/Chad.jpg";
+        // SOCKS5's replies to CONNECT: the proxy could not reach the site
+        // (retried), or would not (final).
+        for (code, want, retried) in [
+            (1, "could not reach the site: general failure", true),
+            (3, "could not reach the site: network unreachable", true),
+            (4, "could not reach the site: host unreachable", true),
+            (5, "could not reach the site: connection refused", true),
+            (6, "could not reach the site: TTL expired", true),
+            (2, "does not allow this connection (its rules)", false),
+            (7, "does not support CONNECT", false),
+            (8, "does not take this kind of address", false),
+            (9, "answered with an unknown SOCKS error code", false),
+        ] {
+            let got = through_fake_socks("socks5", "", url, &[5, 0, 5, code]);
+            assert_eq!(got, (want.to_string(), retried), "reply {code}");
+        }
+        const NOT_SOCKS: &str = "gave a reply that is not SOCKS (is it a SOCKS proxy?)";
+        const ID: &str = "refused the connection (its identd check failed)";
+        let long = format!("http://{}.org/Chad.jpg", "x".repeat(260));
+        let v6 = "http://[::1]/Chad.jpg";
+        // rustfmt would spread each case over seven lines.
+        #[rustfmt::skip]
+        let cases: [(&str, &str, &str, &[u8], &str); 16] = [
+            ("socks5", "u:pw@", url, &[5, 2, 1, 1], "refused the user name or password"),
+            ("socks5", "", url, &[5, 0xff], "wants a user name and password"),
+            ("socks5", "u:pw@", url, &[5, 0xff],
+                "accepts none of the login methods offered (none; user and password)"),
+            ("socks5", "", url, &[5, 2], "asked for a login method that was not offered"),
+            // The master refuses such a URL first (`proxy::check`).
+            ("socks5", "u:@", url, &[5, 2],
+                "needs a user name and password of 1 to 255 bytes each"),
+            ("socks5h", "", &long, &[5, 0], "cannot be given a host name over 255 bytes"),
+            // An HTTP server where a SOCKS proxy was expected, or a broken one.
+            ("socks5", "", url, b"HTTP/1.1 400 Bad Request\r\n\r\n", NOT_SOCKS),
+            ("socks5", "", url, &[5, 0, 5, 0, 1, 1], NOT_SOCKS),
+            ("socks5", "", url, &[5, 0, 5, 0, 0, 2], NOT_SOCKS),
+            ("socks5", "u:pw@", url, &[5, 2, 2, 0], NOT_SOCKS),
+            ("socks4", "", url, &[0, 91, 0, 0, 0, 0, 0, 0],
+                "could not reach the site: rejected or failed"),
+            ("socks4", "", url, &[0, 92, 0, 0, 0, 0, 0, 0], ID),
+            ("socks4a", "", url, &[0, 93, 0, 0, 0, 0, 0, 0], ID),
+            ("socks4", "", url, &[0, 94, 0, 0, 0, 0, 0, 0], NOT_SOCKS),
+            ("socks4a", "", url, &[4, 90, 0, 0, 0, 0, 0, 0], NOT_SOCKS),
+            ("socks4", "", v6, &[], "speaks SOCKS4, which cannot reach an IPv6 address"),
+        ];
+        for (scheme, login, url, replies, want) in cases {
+            let got = through_fake_socks(scheme, login, url, replies);
+            let retried = want.starts_with("could not reach");
+            assert_eq!(got, (want.to_string(), retried), "{scheme} {replies:?}");
+        }
     }
 
     #[test]

@@ -84,33 +84,22 @@ pub struct Agents {
     proxy: Arc<ProxySettings>,
 }
 
-/// An agent whose requests go through a proxy.
-#[derive(Clone)]
-struct Via {
-    /// `None` when the URL does not make a proxy (the master checks it first).
-    agent: Option<Agent>,
-    /// `host:port`, as messages name the proxy.
-    name: Arc<str>,
-}
+/// The agent whose requests go through a proxy, or the proxy's URL
+/// (redacted) when it does not make a proxy (the master checks it first).
+type Via = Result<Agent, Arc<str>>;
 
-/// The agent for a request, and the proxy (`host:port`) it goes through.
+/// The agent for a request, and the proxy it goes through.
 pub struct Chosen<'a> {
     pub agent: &'a Agent,
-    pub proxy: Option<&'a str>,
+    pub proxy: Option<&'a Proxy>,
 }
 
 impl Agents {
     pub fn new(settings: &FetchSettings) -> Agents {
         let via = |url: &Option<String>| {
             url.as_deref().map(|url| match Proxy::new(url) {
-                Ok(p) => Via {
-                    name: proxy::host_port(&p).into(),
-                    agent: Some(agent(builder(settings).proxy(Some(p)).build())),
-                },
-                Err(_) => Via {
-                    name: proxy::redact(url).into(),
-                    agent: None,
-                },
+                Ok(p) => Ok(agent(builder(settings).proxy(Some(p)).build())),
+                Err(_) => Err(proxy::redact(url).into()),
             })
         };
         Agents {
@@ -125,9 +114,10 @@ impl Agents {
     /// `Fetcher::for_thread`).
     pub fn for_thread(&self) -> Agents {
         let fresh = |via: &Option<Via>| {
-            via.as_ref().map(|v| Via {
-                agent: v.agent.as_ref().map(|a| agent(a.config().clone())),
-                name: Arc::clone(&v.name),
+            via.as_ref().map(|v| {
+                v.as_ref()
+                    .map(|a| agent(a.config().clone()))
+                    .map_err(Arc::clone)
             })
         };
         Agents {
@@ -148,20 +138,18 @@ impl Agents {
                     proxy: None,
                 })
             }
-            Route::HttpProxy => self.http.as_ref(),
-            Route::HttpsProxy => self.https.as_ref(),
+            Route::HttpProxy => &self.http,
+            Route::HttpsProxy => &self.https,
         };
-        match via {
-            Some(Via {
-                agent: Some(agent),
-                name,
-            }) => Ok(Chosen {
-                agent,
-                proxy: Some(name),
-            }),
-            Some(Via { agent: None, name }) => Err(format!("bad proxy {name}")),
-            None => Err("no proxy".into()),
-        }
+        let agent = match via {
+            Some(Ok(agent)) => agent,
+            Some(Err(name)) => return Err(format!("bad proxy {name}")),
+            None => return Err("no proxy".into()),
+        };
+        Ok(Chosen {
+            agent,
+            proxy: agent.config().proxy(),
+        })
     }
 }
 

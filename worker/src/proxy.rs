@@ -1,5 +1,6 @@
 //! Proxies: which way each request goes (directly, or through the run's
-//! proxy for its scheme), and proxy URLs with their credentials hidden.
+//! proxy for its scheme, HTTP CONNECT or SOCKS), and proxy URLs with their
+//! credentials hidden.
 //!
 //! The master decides the settings once, from `--proxy`, `--noproxy` and the
 //! environment (curl's convention, see docs/network.md), and sends them in
@@ -113,26 +114,49 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Checks a proxy URL and returns its `host:port`: an `http://` or
-/// `https://` proxy (no scheme means `http://`). The error never repeats the
-/// URL, which may hold a password.
+/// `https://` proxy (no scheme means `http://`), or a SOCKS proxy
+/// (`socks5://`, `socks5h://`, `socks4://`, `socks4a://`). The error never
+/// repeats the URL, which may hold a password.
 pub fn check(url: &str) -> Result<String, String> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    if let Some(scheme) = &scheme {
-        if scheme.starts_with("socks") {
-            return Err(format!(
-                "{scheme} proxies are not supported, only http:// and https://"
-            ));
-        }
+    // ureq reads `socks://` as SOCKS5, curl as SOCKS4: either guess would
+    // surprise someone.
+    if scheme.as_deref() == Some("socks") {
+        return Err(
+            "say socks5:// or socks4:// (curl and others read socks:// differently)".into(),
+        );
     }
-    let proxy = Proxy::new(url).map_err(|_| "not a proxy URL (http://HOST:PORT)".to_string())?;
-    match proxy.protocol() {
-        ProxyProtocol::Http | ProxyProtocol::Https => {}
-        _ => return Err("only http:// and https:// proxies are supported".into()),
-    }
+    let proxy = Proxy::new(url).map_err(|_| {
+        "not a proxy URL (http://HOST:PORT, https://, socks5://, socks5h://, socks4://, socks4a://)"
+            .to_string()
+    })?;
     if proxy.host().is_empty() {
         return Err("the proxy URL has no host".into());
     }
+    let login = proxy.username().is_some() || proxy.password().is_some();
+    match proxy.protocol() {
+        ProxyProtocol::Http | ProxyProtocol::Https => {}
+        // ureq would drop them without a word.
+        ProxyProtocol::Socks4 | ProxyProtocol::Socks4A if login => {
+            return Err("a SOCKS4 proxy takes no user or password: use socks5://".into())
+        }
+        ProxyProtocol::Socks4 | ProxyProtocol::Socks4A => {}
+        // RFC 1929 sends each in one length byte and neither may be empty.
+        ProxyProtocol::Socks5 | ProxyProtocol::Socks5h if login => {
+            let fits = |s: Option<&str>| s.is_some_and(|s| (1..=255).contains(&s.len()));
+            if !fits(proxy.username()) || !fits(proxy.password()) {
+                return Err("a SOCKS5 user and password are 1 to 255 bytes each".into());
+            }
+        }
+        ProxyProtocol::Socks5 | ProxyProtocol::Socks5h => {}
+        _ => return Err("not a proxy kind flagmaster knows".into()),
+    }
     Ok(host_port(&proxy))
+}
+
+/// Whether a proxy speaks SOCKS (any version) rather than HTTP CONNECT.
+pub fn is_socks(proxy: &Proxy) -> bool {
+    !matches!(proxy.protocol(), ProxyProtocol::Http | ProxyProtocol::Https)
 }
 
 /// `host:port` of a proxy, as messages name it.
@@ -204,6 +228,10 @@ mod tests {
         );
         assert_eq!(redact("u:p@proxy:1/x@y"), "***@proxy:1/x@y");
         assert_eq!(redact("http://proxy:3128/"), "http://proxy:3128/");
+        assert_eq!(
+            redact("socks5h://user:s3cret@127.0.0.1:1080"),
+            "socks5h://***@127.0.0.1:1080"
+        );
     }
 
     #[test]
@@ -214,9 +242,18 @@ mod tests {
         );
         assert_eq!(check("proxy.corp:3128").unwrap(), "proxy.corp:3128");
         assert_eq!(check("https://proxy.corp").unwrap(), "proxy.corp:443");
-        let socks = check("socks5://u:secret@h:1080").unwrap_err();
-        assert!(socks.contains("not supported") && !socks.contains("secret"));
-        for bad in ["ftp://h:1", "http://", "http://u:secret@:80:x"] {
+        assert_eq!(check("socks5://u:secret@h:1081").unwrap(), "h:1081");
+        assert_eq!(check("SOCKS5H://h").unwrap(), "h:1080");
+        assert_eq!(check("socks4a://10.0.0.1:9050").unwrap(), "10.0.0.1:9050");
+        for bad in [
+            "ftp://h:1",
+            "http://",
+            "http://u:secret@:80:x",
+            "socks://u:secret@h:1080",
+            "socks4://u:secret@h",
+            "socks5://u@h",
+            "socks5h://:secret@h",
+        ] {
             let e = check(bad).unwrap_err();
             assert!(!e.contains("secret"), "{bad}: {e}");
         }
