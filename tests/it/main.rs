@@ -21,5 +21,6 @@ mod read_logs;
 mod reruns;
 mod shards;
 mod site_faults;
+mod socks;
 mod sources;
 mod tls;

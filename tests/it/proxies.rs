@@ -1,11 +1,12 @@
 //! Proxies: downloads through a real proxy (tinyproxy, which `.ci/run`
 //! installs), the no-proxy list, the environment's convention, an unreachable
-//! proxy, bad proxy URLs, and credentials that never show.
+//! proxy, bad proxy URLs, and credentials that never show. The helpers serve
+//! the SOCKS tests (`socks.rs`) too.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use flagmaster::site::flag::flag_jpeg;
@@ -14,8 +15,16 @@ use crate::common::{
     flag_names, stderr, stdout, wait_output, ChildGuard, Site, Work, BIN, RUN_DEADLINE,
 };
 
+/// Serial, threads, proc and hybrid.
+pub(crate) const MODES: [&[&str]; 4] = [
+    &["--mode", "serial"],
+    &["--mode", "threads", "--threads", "4"],
+    &["--mode", "proc", "--procs", "2"],
+    &["--mode", "proc", "--procs", "2", "--threads", "2"],
+];
+
 /// The password of the proxy URLs below: it must appear nowhere.
-const SECRET: &str = "pw-0f-the-proxy";
+pub(crate) const SECRET: &str = "pw-0f-the-proxy";
 
 /// Every variable a proxy setting could come from, removed from each run so
 /// that the machine's own settings do not leak into the tests.
@@ -31,7 +40,7 @@ const PROXY_VARS: [&str; 8] = [
 ];
 
 /// A run's arguments and environment.
-type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+pub(crate) type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
 
 /// A tinyproxy on a free 127.0.0.1 port, with its config and log in a
 /// directory of its own; stopped by pid when dropped.
@@ -62,24 +71,9 @@ impl Tinyproxy {
             ),
         )
         .expect("write tinyproxy.conf");
-        let child = Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tinyproxy (Debian package tinyproxy; .ci/run installs it)");
-        let guard = ChildGuard(child);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "tinyproxy listens on {port} within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut command = Command::new("tinyproxy");
+        command.arg("-d").arg("-c").arg(&conf).stderr(Stdio::null());
+        let guard = listening(command, port, "tinyproxy (Debian package tinyproxy)");
         Tinyproxy {
             port,
             log,
@@ -104,14 +98,34 @@ impl Tinyproxy {
     }
 }
 
+/// Starts `command`, a server that will listen on 127.0.0.1:`port`, and
+/// waits until it does; `what` names it (and its package) if it fails.
+pub(crate) fn listening(mut command: Command, port: u16, what: &str) -> ChildGuard {
+    let child: Child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}; .ci/run installs it: {e}"));
+    let guard = ChildGuard(child);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what} listens on {port} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard
+}
+
 /// A port nothing listens on (free a moment ago).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
 
 /// Runs flagmaster in `work` with no proxy settings but `env`.
-fn run(work: &Work, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn run(work: &Work, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
     for var in PROXY_VARS {
         command.env_remove(var);
@@ -129,7 +143,7 @@ fn run(work: &Work, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// Everything a run left that a person could read: stdout, stderr, every log.
-fn everything_shown(work: &Work, out: &Output) -> String {
+pub(crate) fn everything_shown(work: &Work, out: &Output) -> String {
     let mut all = stdout(out) + &stderr(out);
     for entry in fs::read_dir(work.path("logs")).into_iter().flatten() {
         all += &fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
@@ -138,17 +152,23 @@ fn everything_shown(work: &Work, out: &Output) -> String {
 }
 
 /// `host:port` of the site's base URL.
-fn site_host_port(site: &Site) -> String {
+pub(crate) fn site_host_port(site: &Site) -> String {
     site.origin
         .trim_start_matches("https://")
         .trim_start_matches("http://")
         .to_string()
 }
 
-/// Downloads `names` from `site` with `args` and checks every file.
-fn download(work: &Work, site: &Site, names: &[String], args: &[&str], env: &[(&str, &str)]) {
+/// Downloads `names` from the site at `base` with `args` and checks every file.
+pub(crate) fn download(
+    work: &Work,
+    base: &str,
+    names: &[String],
+    args: &[&str],
+    env: &[(&str, &str)],
+) {
     let list = work.write_list(&names.iter().map(String::as_str).collect::<Vec<_>>());
-    let mut all = vec!["--base-url", &site.base, "--list", list.to_str().unwrap()];
+    let mut all = vec!["--base-url", base, "--list", list.to_str().unwrap()];
     all.extend_from_slice(args);
     all.push("--json");
     let out = run(work, &all, env);
@@ -178,17 +198,12 @@ fn every_mode_downloads_through_a_real_proxy() {
     let target = site_host_port(&site);
     let names = flag_names(12);
     let url = proxy.url();
-    for mode in [
-        &["--mode", "serial"][..],
-        &["--mode", "threads", "--threads", "4"],
-        &["--mode", "proc", "--procs", "2"],
-        &["--mode", "proc", "--procs", "2", "--threads", "2"],
-    ] {
+    for mode in MODES {
         let work = Work::new();
         let before = proxy.tunnels_to(&target);
         let mut args = mode.to_vec();
         args.extend(["--proxy", &url]);
-        download(&work, &site, &names, &args, &[]);
+        download(&work, &site.base, &names, &args, &[]);
         assert!(
             proxy.tunnels_to(&target) > before,
             "{mode:?}: tinyproxy's log shows no CONNECT {target}"
@@ -210,18 +225,13 @@ fn every_mode_downloads_https_through_a_real_proxy() {
     let target = site_host_port(&site);
     let names = flag_names(12);
     let url = proxy.url();
-    for mode in [
-        &["--mode", "serial"][..],
-        &["--mode", "threads", "--threads", "4"],
-        &["--mode", "proc", "--procs", "2"],
-        &["--mode", "proc", "--procs", "2", "--threads", "2"],
-    ] {
+    for mode in MODES {
         let work = Work::new();
         let before = proxy.tunnels_to(&target);
         let mut args = mode.to_vec();
         args.extend(["--proxy", &url, "--cacert", ca.to_str().unwrap()]);
         // Verified end to end through the tunnel: the files are the site's.
-        download(&work, &site, &names, &args, &[]);
+        download(&work, &site.base, &names, &args, &[]);
         assert!(
             proxy.tunnels_to(&target) > before,
             "{mode:?}: tinyproxy's log shows no CONNECT {target}"
@@ -237,7 +247,7 @@ fn credentials_reach_the_proxy_and_its_refusal_is_final() {
     let work = Work::new();
     download(
         &work,
-        &site,
+        &site.base,
         &names,
         &["--proxy", &proxy.url().replace("user", "alice")],
         &[],
@@ -285,7 +295,7 @@ fn the_no_proxy_list_and_loopback_items_bypass_the_proxy() {
         (vec![], vec![("http_proxy", &url), ("ALL_PROXY", &url)]),
     ];
     for (args, env) in cases {
-        download(&Work::new(), &site, &names, &args, &env);
+        download(&Work::new(), &site.base, &names, &args, &env);
     }
     let log = fs::read_to_string(&proxy.log).unwrap_or_default();
     // (Its `Connect` lines are the readiness probe's.)
@@ -352,9 +362,14 @@ fn a_bad_proxy_url_is_a_set_up_error() {
     let work = Work::new();
     for (args, env, says) in [
         (
-            vec!["--proxy", "socks5://u:pw-0f-the-proxy@h:1080"],
+            vec!["--proxy", "socks://u:pw-0f-the-proxy@h:1080"],
             vec![],
-            "bad --proxy socks5://***@h:1080: socks5 proxies are not supported",
+            "bad --proxy socks://***@h:1080: say socks5:// or socks4://",
+        ),
+        (
+            vec!["--proxy", "socks4a://u:pw-0f-the-proxy@h"],
+            vec![],
+            "bad --proxy socks4a://***@h: a SOCKS4 proxy takes no user or password",
         ),
         (
             vec!["--proxy", "ftp://u:pw-0f-the-proxy@h:21"],
