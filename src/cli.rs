@@ -225,11 +225,13 @@ pub struct RunArgs {
     #[arg(long, help_heading = FILES)]
     pub keep_original: bool,
 
-    /// Send requests through this HTTP proxy: http://[USER:PASS@]HOST:PORT
-    /// (https:// for TLS to the proxy; https URLs go through a CONNECT
-    /// tunnel). Applies to every item, loopback ones too, except --noproxy's
-    /// hosts [default: https_proxy / HTTPS_PROXY for https URLs, http_proxy
-    /// for http URLs, else ALL_PROXY, for non-loopback items only].
+    /// Send requests through this proxy: http://[USER:PASS@]HOST:PORT
+    /// (https:// for TLS to the proxy; every URL goes through a CONNECT
+    /// tunnel), or SOCKS: socks5:// (names looked up here), socks5h:// (by the
+    /// proxy), socks4://, socks4a://. Applies to every item, loopback ones
+    /// too, except --noproxy's hosts [default: https_proxy / HTTPS_PROXY for
+    /// https URLs, http_proxy for http URLs, else ALL_PROXY, for non-loopback
+    /// items only].
     #[arg(long, value_name = "URL", help_heading = HTTP)]
     pub proxy: Option<String>,
 
