@@ -6,7 +6,7 @@
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use flagmaster::site::flag::flag_jpeg;
@@ -101,7 +101,7 @@ impl Tinyproxy {
 /// Starts `command`, a server that will listen on 127.0.0.1:`port`, and
 /// waits until it does; `what` names it (and its package) if it fails.
 pub(crate) fn listening(mut command: Command, port: u16, what: &str) -> ChildGuard {
-    let child: Child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -149,6 +149,38 @@ pub(crate) fn everything_shown(work: &Work, out: &Output) -> String {
         all += &fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
     }
     all
+}
+
+/// Runs `args` (plus `--json`) with `env` in `work`, expecting every item to
+/// fail; returns each item's reason and attempts. No password shows.
+pub(crate) fn failures(work: &Work, args: &[&str], env: &[(&str, &str)]) -> Vec<(String, u64)> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = run(work, &all, env);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+    assert!(!everything_shown(work, &out).contains(SECRET), "{args:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            let reason = r["reason"].as_str().expect("a reason").to_string();
+            (reason, r["attempts"].as_u64().expect("attempts"))
+        })
+        .collect()
+}
+
+/// A `--urls` file in `work` of two remote-looking items, http and https,
+/// that only a proxy can be asked for (`.invalid` never resolves).
+pub(crate) fn remote_urls(work: &Work) -> PathBuf {
+    let urls = work.path("urls.txt");
+    fs::write(
+        &urls,
+        "http://flags.invalid/a.jpg\nhttps://flags.invalid/b.jpg\n",
+    )
+    .expect("write urls");
+    urls
 }
 
 /// `host:port` of the site's base URL.
@@ -253,26 +285,10 @@ fn credentials_reach_the_proxy_and_its_refusal_is_final() {
         &[],
     );
     let wrong = format!("http://alice:wrong-{SECRET}@127.0.0.1:{}", proxy.port);
-    let work = Work::new();
-    let args = [
-        "--base-url",
-        &site.base,
-        "--limit",
-        "2",
-        "--proxy",
-        &wrong,
-        "--json",
-    ];
-    let out = run(&work, &args, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    for r in report["results"].as_array().expect("results") {
-        // tinyproxy says 401 where RFC 9110 says 407.
-        let reason = format!("proxy 127.0.0.1:{} answered 401 to CONNECT", proxy.port);
-        assert_eq!(r["reason"], reason.as_str());
-        assert_eq!(r["attempts"], 1, "a refusal is not retried");
-    }
-    assert!(!everything_shown(&work, &out).contains(SECRET));
+    let args = ["--base-url", &site.base, "--limit", "2", "--proxy", &wrong];
+    // tinyproxy says 401 where RFC 9110 says 407. A refusal is not retried.
+    let reason = format!("proxy 127.0.0.1:{} answered 401 to CONNECT", proxy.port);
+    assert_eq!(failures(&Work::new(), &args, &[]), vec![(reason, 1); 2]);
 }
 
 #[test]
@@ -314,12 +330,7 @@ fn an_unreachable_proxy_is_a_retried_connection_error() {
     let work = Work::new();
     // Remote-looking items (never resolved: the proxy would resolve them)
     // use the environment's proxy for their scheme.
-    let urls = work.path("urls.txt");
-    fs::write(
-        &urls,
-        "http://flags.invalid/a.jpg\nhttps://flags.invalid/b.jpg\n",
-    )
-    .expect("write urls");
+    let urls = remote_urls(&work);
     let runs: [Case; 3] = [
         (
             vec!["--base-url", &site.base, "--limit", "2", "--proxy", &dead],
@@ -335,17 +346,10 @@ fn an_unreachable_proxy_is_a_retried_connection_error() {
         ),
     ];
     for (mut args, env) in runs {
-        args.extend(["--mode", "serial", "--retries", "1", "--json"]);
-        let out = run(&work, &args, &env);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        let results = report["results"].as_array().expect("results");
-        assert_eq!(results.len(), 2);
-        for r in results {
-            assert_eq!(r["reason"], reason.as_str(), "{args:?} {env:?}");
-            assert_eq!(r["attempts"], 2, "retried as a connection error");
-        }
-        assert!(!everything_shown(&work, &out).contains(SECRET));
+        args.extend(["--mode", "serial", "--retries", "1"]);
+        // Retried as a connection error.
+        let got = failures(&work, &args, &env);
+        assert_eq!(got, vec![(reason.clone(), 2); 2], "{args:?} {env:?}");
     }
     // A listing is read through the proxy too: failing, a set-up error.
     let listing = format!("{}/v2/list", site.origin);

@@ -9,9 +9,9 @@ use std::fs::{self, File};
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::common::{flag_names, stderr, ChildGuard, Site, Work};
+use crate::common::{flag_names, ChildGuard, Site, Work};
 use crate::proxies::{
-    download, everything_shown, free_port, listening, run, site_host_port, Case, MODES, SECRET,
+    download, failures, free_port, listening, remote_urls, site_host_port, Case, MODES, SECRET,
 };
 
 /// microsocks's user.
@@ -70,26 +70,6 @@ impl Microsocks {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
         log.matches(": connected to ").count()
     }
-}
-
-/// Runs `args` (plus `--json`) with `env` in `work`, expecting every item to
-/// fail; returns each item's reason and attempts.
-fn failures(work: &Work, args: &[&str], env: &[(&str, &str)]) -> Vec<(String, u64)> {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = run(work, &all, env);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
-    assert!(!everything_shown(work, &out).contains(SECRET), "{args:?}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
-    report["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| {
-            let reason = r["reason"].as_str().expect("a reason").to_string();
-            (reason, r["attempts"].as_u64().expect("attempts"))
-        })
-        .collect()
 }
 
 #[test]
@@ -196,12 +176,7 @@ fn the_no_proxy_list_and_loopback_items_bypass_socks() {
 fn the_environment_sends_remote_sites_to_a_socks_proxy() {
     let proxy = Microsocks::start();
     let work = Work::new();
-    let urls = work.path("urls.txt");
-    fs::write(
-        &urls,
-        "http://flags.invalid/a.jpg\nhttps://flags.invalid/b.jpg\n",
-    )
-    .expect("write urls");
+    let urls = remote_urls(&work);
     let url = proxy.url("socks5h");
     let reason = format!("{} could not reach the site: general failure", proxy.name());
     let args = ["--urls", urls.to_str().unwrap(), "--retries", "1"];
@@ -221,12 +196,7 @@ fn an_unreachable_socks_proxy_is_a_retried_connection_error() {
     let port = free_port();
     let reason = format!("proxy 127.0.0.1:{port} unreachable: connection refused");
     let work = Work::new();
-    let urls = work.path("urls.txt");
-    fs::write(
-        &urls,
-        "http://flags.invalid/a.jpg\nhttps://flags.invalid/b.jpg\n",
-    )
-    .expect("write urls");
+    let urls = remote_urls(&work);
     let dead = |scheme| format!("{scheme}://{USER}:{SECRET}@127.0.0.1:{port}");
     let (socks5, socks5h) = (dead("socks5"), dead("socks5h"));
     let runs: [Case; 3] = [
