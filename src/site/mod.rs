@@ -233,7 +233,9 @@ pub fn start_on(
 /// A running site. Dropping it stops the server.
 pub struct Site {
     addr: SocketAddr,
-    /// The CA's certificate (PEM) when the site speaks HTTPS.
+    https: bool,
+    /// The CA's certificate (PEM) when the site speaks HTTPS with a
+    /// certificate it made.
     ca_pem: Option<String>,
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -328,7 +330,8 @@ impl Site {
             })?;
         Ok(Site {
             addr,
-            ca_pem: tls.map(|tls| tls.ca_pem),
+            https: tls.is_some(),
+            ca_pem: tls.and_then(|tls| tls.ca_pem),
             shared,
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -346,15 +349,11 @@ impl Site {
 
     /// `http://127.0.0.1:PORT`, or `https://` over TLS.
     pub fn origin(&self) -> String {
-        let scheme = if self.ca_pem.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}", self.addr)
+        origin(self.addr, self.https)
     }
 
-    /// The CA certificate (PEM) a client must trust, when the site speaks HTTPS.
+    /// The CA certificate (PEM) a client must trust, when the site speaks
+    /// HTTPS with a certificate it made.
     pub fn ca_pem(&self) -> Option<&str> {
         self.ca_pem.as_deref()
     }
@@ -395,6 +394,12 @@ impl Drop for Site {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// `http://ADDR`, or `https://ADDR`.
+fn origin(addr: SocketAddr, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{addr}")
 }
 
 /// Counts the connections the site accepts, for `/stats`.
