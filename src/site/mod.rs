@@ -83,8 +83,9 @@ const MAX_ARRIVALS: usize = 100_000;
 
 struct Shared {
     flags: HashMap<String, Flag>,
-    /// The raw listener of the faults hyper will not produce (see [`wire`]).
-    wire: SocketAddr,
+    /// Origin of the raw listener of the faults hyper will not produce (see
+    /// [`wire`]): `http://` or `https://`, as the site speaks.
+    wire: String,
     config: SiteConfig,
     faults: FaultConfig,
     requests: AtomicU64,
@@ -249,7 +250,7 @@ impl Site {
     }
 
     /// As [`Site::start`], with faults for every flag request, and over
-    /// HTTPS with `tls` (the raw listener of [`wire`] stays plain HTTP).
+    /// HTTPS with `tls` (the raw listener of [`wire`] too).
     pub fn start_with_faults(
         config: SiteConfig,
         faults: FaultConfig,
@@ -289,7 +290,7 @@ impl Site {
             config,
             faults,
             Arc::clone(&flags),
-            wire.local_addr()?,
+            origin(wire.local_addr()?, tls.is_some()),
             Arc::clone(&connections),
             delays,
         );
@@ -300,7 +301,11 @@ impl Site {
                 Listening::Tls(tls::TlsListener::new(listener, tls)?)
             }
         };
-        runtime.spawn(wire::serve(wire, flags));
+        runtime.spawn(wire::serve(
+            wire,
+            flags,
+            tls.as_ref().map(SiteTls::acceptor),
+        ));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let stopped = async {
             let _ = stopped.await;
@@ -430,7 +435,7 @@ fn router(
     config: SiteConfig,
     faults: FaultConfig,
     flags: Arc<HashMap<String, Bytes>>,
-    wire: SocketAddr,
+    wire: String,
     connections: Arc<AtomicU64>,
     delays: Option<delay::Delays>,
 ) -> (Router, Arc<Shared>) {
@@ -501,7 +506,7 @@ async fn serve_flag(
                 jpeg,
                 count,
                 fault_ms: site.faults.fault_ms,
-                wire: site.wire,
+                wire: &site.wire,
             };
             faults::respond(fault, req).await
         }

@@ -1,8 +1,8 @@
 //! HTTPS: the built-in site over TLS (`serve --tls --ca-out`), trusted with
 //! `--cacert` or `SSL_CERT_FILE`, or not trusted at all; the site with a
 //! certificate made here (`serve --tls --cert --key`) that has expired or
-//! names another host; and a run's own site over TLS (`--server LOCAL
-//! --tls`), which needs nothing extra.
+//! names another host; the wire faults over TLS; and a run's own site over
+//! TLS (`--server LOCAL --tls`), which needs nothing extra.
 
 use crate::common;
 
@@ -294,5 +294,75 @@ fn serve_refuses_an_unusable_cert_or_key_in_one_line() {
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}: not serving");
+    }
+}
+
+/// The faults of the site's raw listener (see `src/site/wire.rs`) and a
+/// healthy flag.
+const WIRE_FAULTS: [&str; 3] = ["Yemen__long-body", "Italy__bad-chunked", "Chad"];
+
+#[test]
+fn wire_faults_over_tls_fail_as_over_plain_http() {
+    let ca_dir = Work::new();
+    let ca = ca_dir.path("ca.pem");
+    let tls = Site::start_tls(&ca, &[]);
+    let plain = Site::start(&[]);
+    // The redirect to the raw listener stays on HTTPS.
+    for fault in &WIRE_FAULTS[..2] {
+        let res = tls
+            .agent()
+            .get(tls.url(fault))
+            .config()
+            .max_redirects(0)
+            .build()
+            .call()
+            .unwrap();
+        assert_eq!(res.status(), 307, "{fault}");
+        let location = res.headers()["location"].to_str().unwrap();
+        assert!(location.starts_with("https://127.0.0.1:"), "{location}");
+    }
+    let names = WIRE_FAULTS.map(String::from);
+    let args = [
+        "--timeout",
+        "3",
+        "--retries",
+        "2",
+        "--cacert",
+        ca.to_str().unwrap(),
+    ];
+    for mode in [MODES[0], MODES[2]] {
+        // (status, attempts, reason) of each item, over plain HTTP then TLS.
+        let outcomes = [&plain, &tls].map(|site| {
+            let mut all = vec!["--base-url", site.base.as_str()];
+            all.extend_from_slice(&args);
+            all.extend_from_slice(mode);
+            let (work, code, report) = run(&names, &all, &[]);
+            assert_eq!(code, Some(1), "{} {mode:?}: {report}", site.base);
+            let files: Vec<String> = work.files("flags").into_keys().collect();
+            assert_eq!(files, ["Chad.jpg"], "{} {mode:?}: files", site.base);
+            let outcomes: BTreeMap<String, String> = report["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let name = r["name"].as_str().unwrap().to_string();
+                    (
+                        name,
+                        format!("{} {} {}", r["status"], r["attempts"], r["reason"]),
+                    )
+                })
+                .collect();
+            outcomes
+        });
+        assert_eq!(outcomes[0], outcomes[1], "{mode:?}: plain, then TLS");
+        let tls = &outcomes[1];
+        assert_eq!(
+            tls["Yemen__long-body"], r#""ERROR" 1 "incomplete JPEG: no end marker""#,
+            "{mode:?}"
+        );
+        assert!(
+            tls["Italy__bad-chunked"].starts_with(r#""ERROR" 3 "#),
+            "{mode:?}: {tls:?}"
+        );
     }
 }
