@@ -340,19 +340,16 @@ fn wire_faults_over_tls_fail_as_over_plain_http() {
             assert_eq!(code, Some(1), "{} {mode:?}: {report}", site.base);
             let files: Vec<String> = work.files("flags").into_keys().collect();
             assert_eq!(files, ["Chad.jpg"], "{} {mode:?}: files", site.base);
-            let outcomes: BTreeMap<String, String> = report["results"]
+            report["results"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|r| {
                     let name = r["name"].as_str().unwrap().to_string();
-                    (
-                        name,
-                        format!("{} {} {}", r["status"], r["attempts"], r["reason"]),
-                    )
+                    let outcome = format!("{} {} {}", r["status"], r["attempts"], r["reason"]);
+                    (name, outcome)
                 })
-                .collect();
-            outcomes
+                .collect::<BTreeMap<String, String>>()
         });
         assert_eq!(outcomes[0], outcomes[1], "{mode:?}: plain, then TLS");
         let tls = &outcomes[1];
