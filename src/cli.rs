@@ -331,14 +331,24 @@ pub struct ServeArgs {
     pub image_size: (u32, u32),
 
     /// Serve over HTTPS, with a CA and a certificate for 127.0.0.1 and
-    /// localhost made at start-up.
+    /// localhost made at start-up (or --cert and --key).
     #[arg(long)]
     pub tls: bool,
 
     /// With --tls, write the CA certificate (PEM) to FILE, for clients'
     /// --cacert.
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "cert")]
     pub ca_out: Option<PathBuf>,
+
+    /// With --tls, serve this certificate chain (PEM, the server's
+    /// certificate first) instead of making one; its dates and names are not
+    /// checked, so an expired or misnamed one can test clients.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+
+    /// With --cert, the certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -234,7 +234,7 @@ fn trusted_pem(
     let env_file = env_file.filter(|f| !f.is_empty()).map(PathBuf::from);
     for (what, path) in [("--cacert", cacert), (SSL_CERT_FILE, env_file.as_deref())] {
         let Some(path) = path else { continue };
-        let bad = |why: String| Error::CaFile {
+        let bad = |why: String| Error::PemFile {
             what,
             path: path.to_path_buf(),
             why,

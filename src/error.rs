@@ -34,10 +34,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A CA file (`--cacert`, `SSL_CERT_FILE`) that cannot be read or holds
-    /// no certificate.
+    /// A PEM file (`--cacert`, `SSL_CERT_FILE`, `serve --cert`/`--key`) that
+    /// cannot be read or holds nothing usable.
     #[error("cannot use {what} {}: {why}", path.display())]
-    CaFile {
+    PemFile {
         what: &'static str,
         path: PathBuf,
         why: String,

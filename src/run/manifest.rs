@@ -7,61 +7,58 @@
 //! (`--skip-existing`, a 304 under `--if-changed`) were not fetched: the
 //! master hashes them here, at the end of the run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use flagmaster_worker::blur::blurred_name;
-use flagmaster_worker::digest::{file_sha256, to_hex};
-use flagmaster_worker::protocol::{Item, ItemReport, Status};
+use flagmaster_worker::digest::{file_sha256, HexDigest};
+use flagmaster_worker::protocol::{ItemReport, Status};
 
-/// Where the manifest goes and the file name of each item.
+/// Where the manifest goes. The file names come with the reports
+/// (`saved_as`), so nothing is held for it while the run goes on.
 pub struct Manifest {
     path: PathBuf,
     dest: PathBuf,
-    files: HashMap<u32, String>,
 }
 
 impl Manifest {
-    pub fn new<'a>(
-        path: PathBuf,
-        dest: &Path,
-        items: impl IntoIterator<Item = &'a Item>,
-    ) -> Manifest {
+    pub fn new(path: PathBuf, dest: &Path) -> Manifest {
         Manifest {
             path,
             dest: dest.to_path_buf(),
-            files: items
-                .into_iter()
-                .map(|i| (i.index, i.file.clone()))
-                .collect(),
         }
     }
 
-    /// The lines, by file name: `HEX  NAME`.
-    pub fn entries(&self, reports: &[ItemReport]) -> BTreeMap<String, String> {
-        let mut entries = BTreeMap::new();
+    /// The lines, by file name: `(NAME, HEX)`. Borrowed from the reports,
+    /// since at the end of a large run a copy of every name and digest would
+    /// be the run's peak memory.
+    pub fn entries<'a>(&'a self, reports: &'a [ItemReport]) -> Vec<(Cow<'a, str>, HexDigest)> {
+        let mut entries = Vec::with_capacity(reports.len());
         for r in reports {
-            let Some(file) = r.saved_as.as_ref().or_else(|| self.files.get(&r.index)) else {
+            let Some(file) = &r.saved_as else {
                 continue;
             };
             match r.status {
                 Status::Ok => {
-                    if let Some(hex) = &r.sha256 {
-                        entries.insert(file.clone(), hex.clone());
+                    if let Some(digest) = &r.sha256 {
+                        entries.push((Cow::from(file), **digest));
                     }
-                    if let Some(hex) = &r.blurred_sha256 {
-                        entries.insert(blurred_name(file), hex.clone());
+                    if let Some(digest) = &r.blurred_sha256 {
+                        entries.push((Cow::from(blurred_name(file)), **digest));
                     }
                 }
                 Status::Skipped => {
                     if let Ok(digest) = file_sha256(&self.dest.join(file)) {
-                        entries.insert(file.clone(), to_hex(&digest));
+                        entries.push((Cow::from(file), HexDigest(digest)));
                     }
                 }
                 Status::NotFound | Status::Error => {}
             }
         }
+        // A stable sort, so that of two reports naming one file the first wins.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
         entries
     }
 
@@ -99,27 +96,30 @@ mod tests {
     fn sorted_by_name_with_kept_files_hashed_and_failures_left_out() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("kept.jpg"), b"abc").unwrap();
-        let item = Item::for_test;
-        let items = [
-            item(0, "b.jpg"),
-            item(1, "a.jpg"),
-            item(2, "kept.jpg"),
-            item(3, "x.jpg"),
-        ];
+        let digest = |byte: u8| Some(Box::new(HexDigest([byte; 32])));
+        let report = |index, status, file: &str| ItemReport {
+            saved_as: Some(file.to_string()),
+            ..ItemReport::for_test(index, status, 3)
+        };
         let path = dir.path().join("SHA256SUMS");
-        let manifest = Manifest::new(path.clone(), dir.path(), &items);
+        let manifest = Manifest::new(path.clone(), dir.path());
         let reports = vec![
             ItemReport {
-                sha256: Some("11".repeat(32)),
-                ..ItemReport::for_test(0, Status::Ok, 3)
+                sha256: digest(0x11),
+                ..report(0, Status::Ok, "b.jpg")
             },
             ItemReport {
-                sha256: Some("22".repeat(32)),
-                blurred_sha256: Some("33".repeat(32)),
-                ..ItemReport::for_test(1, Status::Ok, 3)
+                sha256: digest(0x22),
+                blurred_sha256: digest(0x33),
+                ..report(1, Status::Ok, "a.jpg")
             },
-            ItemReport::for_test(2, Status::Skipped, 0),
-            ItemReport::for_test(3, Status::Error, 0),
+            report(2, Status::Skipped, "kept.jpg"),
+            report(3, Status::Error, "x.jpg"),
+            // Hashed, but no name: not listed rather than listed wrongly.
+            ItemReport {
+                sha256: digest(0x44),
+                ..ItemReport::for_test(4, Status::Ok, 3)
+            },
         ];
         assert_eq!(manifest.write(&reports).unwrap(), 4);
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";

@@ -50,7 +50,7 @@ pub fn download(args: RunArgs) -> Result<u8, Error> {
     let manifest = config
         .manifest
         .clone()
-        .map(|path| Manifest::new(path, &config.dest, &prepared.to_fetch));
+        .map(|path| Manifest::new(path, &config.dest));
     let plan = Plan::new(&config, &fetch, prepared.to_fetch.len(), found.remote);
     let log = prepare_output(&config)?;
     let region = plan.polite.region(plan.procs)?;

@@ -61,9 +61,11 @@ pub enum Fault {
     RedirectLoop,
     /// 200 with `text/html`: an "error page" where a JPEG was expected.
     Html200,
-    /// 307 to a raw listener that sends 256 bytes more than its Content-Length.
+    /// 307 to a raw listener (over TLS when the site is) that sends 256 bytes
+    /// more than its Content-Length.
     LongBody,
-    /// 307 to a raw listener that sends a chunked body with a malformed chunk size.
+    /// 307 to a raw listener (over TLS when the site is) that sends a chunked
+    /// body with a malformed chunk size.
     BadChunked,
     /// 200 `image/jpeg` with the flag's length and JPEG start and end markers,
     /// but zeros in between: passes every download check, fails to decode.
@@ -219,8 +221,8 @@ pub(super) struct Faulty<'a> {
     pub count: u64,
     /// Wait of the timing faults, in milliseconds.
     pub fault_ms: u64,
-    /// Address of the raw listener of the wire faults.
-    pub wire: std::net::SocketAddr,
+    /// Origin of the raw listener of the wire faults (`https://127.0.0.1:PORT`).
+    pub wire: &'a str,
 }
 
 /// The answer to a request for `req` under `fault`.
@@ -266,7 +268,7 @@ pub(super) async fn respond(fault: Fault, req: Faulty<'_>) -> Response {
         Fault::RedirectLoop => redirect(crate::input::list::item_url(FLAGS_PATH, req.requested)),
         Fault::LongBody | Fault::BadChunked => {
             let path = crate::input::list::item_url(FLAGS_PATH, req.requested);
-            let target = format!("http://{}{path}", req.wire);
+            let target = format!("{}{path}", req.wire);
             (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response()
         }
         Fault::Html200 => (

@@ -83,8 +83,9 @@ const MAX_ARRIVALS: usize = 100_000;
 
 struct Shared {
     flags: HashMap<String, Flag>,
-    /// The raw listener of the faults hyper will not produce (see [`wire`]).
-    wire: SocketAddr,
+    /// Origin of the raw listener of the faults hyper will not produce (see
+    /// [`wire`]): `http://` or `https://`, as the site speaks.
+    wire: String,
     config: SiteConfig,
     faults: FaultConfig,
     requests: AtomicU64,
@@ -233,7 +234,9 @@ pub fn start_on(
 /// A running site. Dropping it stops the server.
 pub struct Site {
     addr: SocketAddr,
-    /// The CA's certificate (PEM) when the site speaks HTTPS.
+    https: bool,
+    /// The CA's certificate (PEM) when the site speaks HTTPS with a
+    /// certificate it made.
     ca_pem: Option<String>,
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -247,7 +250,7 @@ impl Site {
     }
 
     /// As [`Site::start`], with faults for every flag request, and over
-    /// HTTPS with `tls` (the raw listener of [`wire`] stays plain HTTP).
+    /// HTTPS with `tls` (the raw listener of [`wire`] too).
     pub fn start_with_faults(
         config: SiteConfig,
         faults: FaultConfig,
@@ -287,7 +290,7 @@ impl Site {
             config,
             faults,
             Arc::clone(&flags),
-            wire.local_addr()?,
+            origin(wire.local_addr()?, tls.is_some()),
             Arc::clone(&connections),
             delays,
         );
@@ -298,7 +301,11 @@ impl Site {
                 Listening::Tls(tls::TlsListener::new(listener, tls)?)
             }
         };
-        runtime.spawn(wire::serve(wire, flags));
+        runtime.spawn(wire::serve(
+            wire,
+            flags,
+            tls.as_ref().map(SiteTls::acceptor),
+        ));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let stopped = async {
             let _ = stopped.await;
@@ -328,7 +335,8 @@ impl Site {
             })?;
         Ok(Site {
             addr,
-            ca_pem: tls.map(|tls| tls.ca_pem),
+            https: tls.is_some(),
+            ca_pem: tls.and_then(|tls| tls.ca_pem),
             shared,
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -346,15 +354,11 @@ impl Site {
 
     /// `http://127.0.0.1:PORT`, or `https://` over TLS.
     pub fn origin(&self) -> String {
-        let scheme = if self.ca_pem.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}", self.addr)
+        origin(self.addr, self.https)
     }
 
-    /// The CA certificate (PEM) a client must trust, when the site speaks HTTPS.
+    /// The CA certificate (PEM) a client must trust, when the site speaks
+    /// HTTPS with a certificate it made.
     pub fn ca_pem(&self) -> Option<&str> {
         self.ca_pem.as_deref()
     }
@@ -397,6 +401,12 @@ impl Drop for Site {
     }
 }
 
+/// `http://ADDR`, or `https://ADDR`.
+fn origin(addr: SocketAddr, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
+
 /// Counts the connections the site accepts, for `/stats`.
 fn counter<T>(connections: Arc<AtomicU64>) -> impl FnMut(&mut T) + Send + 'static {
     move |_| {
@@ -425,7 +435,7 @@ fn router(
     config: SiteConfig,
     faults: FaultConfig,
     flags: Arc<HashMap<String, Bytes>>,
-    wire: SocketAddr,
+    wire: String,
     connections: Arc<AtomicU64>,
     delays: Option<delay::Delays>,
 ) -> (Router, Arc<Shared>) {
@@ -496,7 +506,7 @@ async fn serve_flag(
                 jpeg,
                 count,
                 fault_ms: site.faults.fault_ms,
-                wire: site.wire,
+                wire: &site.wire,
             };
             faults::respond(fault, req).await
         }

@@ -33,12 +33,14 @@ pub fn run(args: ServeArgs) -> Result<u8, Error> {
     if let Some(fault) = faults.fault {
         description += &format!(", fault {fault}");
     }
-    let tls = match args.tls {
-        true => Some(SiteTls::generate().map_err(Error::Setup)?),
-        false => None,
+    let tls = match (args.tls, &args.cert, &args.key) {
+        (false, ..) => None,
+        (true, Some(cert), Some(key)) => Some(SiteTls::from_pem_files(cert, key)?),
+        (true, ..) => Some(SiteTls::generate().map_err(Error::Setup)?),
     };
-    if let (Some(tls), Some(path)) = (&tls, &args.ca_out) {
-        std::fs::write(path, &tls.ca_pem).map_err(|source| Error::Unwritable {
+    let ca_pem = tls.as_ref().and_then(|tls| tls.ca_pem.as_deref());
+    if let (Some(ca_pem), Some(path)) = (ca_pem, &args.ca_out) {
+        std::fs::write(path, ca_pem).map_err(|source| Error::Unwritable {
             what: "--ca-out",
             path: path.clone(),
             source,

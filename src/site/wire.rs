@@ -2,15 +2,18 @@
 //! than its Content-Length (`long-body`) and malformed chunked encoding
 //! (`bad-chunked`). The site answers such a request with a 307 to a second,
 //! raw listener on the same address, which reads the request head and writes
-//! the broken bytes itself, then closes the connection.
+//! the broken bytes itself, then closes the connection. When the site speaks
+//! HTTPS, so does this listener, with the same certificate: the broken bytes
+//! arrive inside a sound TLS stream, as from a buggy server behind TLS.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use super::faults::{resolve, Fault};
 
@@ -23,20 +26,35 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves wire faults on `listener` until the runtime stops.
-pub async fn serve(listener: TcpListener, flags: Arc<HashMap<String, Bytes>>) {
+/// Serves wire faults on `listener`, over TLS with `tls`, until the runtime
+/// stops.
+pub async fn serve(
+    listener: TcpListener,
+    flags: Arc<HashMap<String, Bytes>>,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let flags = Arc::clone(&flags);
+        let (flags, tls) = (Arc::clone(&flags), tls.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(HEAD_TIMEOUT * 2, answer(stream, &flags)).await;
+            // The handshake shares the deadline of the whole answer.
+            let _ = tokio::time::timeout(HEAD_TIMEOUT * 2, async {
+                match tls {
+                    Some(tls) => answer(tls.accept(stream).await?, &flags).await,
+                    None => answer(stream, &flags).await,
+                }
+            })
+            .await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, flags: &HashMap<String, Bytes>) -> std::io::Result<()> {
+async fn answer(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    flags: &HashMap<String, Bytes>,
+) -> std::io::Result<()> {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => return Ok(()),
@@ -86,7 +104,7 @@ fn broken(fault: Fault, jpeg: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {

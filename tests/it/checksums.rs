@@ -142,6 +142,35 @@ fn checksums_and_manifest_in_every_mode() {
         );
         let (ok, said) = sha256sum_check(&work.path("flags"), &work.path("SHA256SUMS"));
         assert!(ok, "{what}: {said}");
+
+        // `--if-changed` asks again; the site answers 304 to the five whose
+        // validators a run recorded, and their workers name the kept files.
+        std::fs::remove_file(work.path("SHA256SUMS")).unwrap();
+        let mut args = vec![
+            "--base-url",
+            &site.base,
+            "--list",
+            list.to_str().unwrap(),
+            "--if-changed",
+            "--manifest",
+            "SHA256SUMS",
+            "--json",
+        ];
+        args.extend_from_slice(mode);
+        let out = work.run(&args);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let not_modified = report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["http"] == 304)
+            .count();
+        let manifest = std::fs::read_to_string(work.path("SHA256SUMS")).unwrap();
+        assert_eq!(manifest.lines().count(), 6, "{what}: {manifest}");
+        let (ok, said) = sha256sum_check(&work.path("flags"), &work.path("SHA256SUMS"));
+        assert!(ok, "{what}: {said}");
+        assert!(not_modified > 0, "{what}: no 304 was tried: {report}");
     }
 }
 

@@ -87,6 +87,34 @@ pub fn from_hex(hex: &str) -> Option<Sha256Digest> {
     Some(out)
 }
 
+/// A digest as a report carries it: written as `sha256sum` prints it, in the
+/// JSON report and on the wire alike. Reports hold it boxed (`Option<Box<_>>`
+/// is one pointer), so a run that hashes nothing pays 8 bytes per item for it,
+/// and one that does pays 32 bytes more, not a 64-character string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HexDigest(pub Sha256Digest);
+
+impl std::fmt::Display for HexDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl serde::Serialize for HexDigest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HexDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        from_hex(&hex)
+            .map(HexDigest)
+            .ok_or_else(|| serde::de::Error::custom("not a SHA-256 in hex"))
+    }
+}
+
 /// The first hex digits of a digest, for a short message (`ab12cd34…`).
 pub fn short(digest: &Sha256Digest) -> String {
     let mut hex = to_hex(digest);
@@ -113,5 +141,14 @@ mod tests {
         assert_eq!(from_hex(&format!("+{}", &hex[1..])), None);
         assert_eq!(short(&d), "ba7816bf…");
         assert_eq!(Hasher::new(false).finish(), None);
+    }
+
+    #[test]
+    fn a_report_digest_is_hex_in_json_and_reads_back() {
+        let d = HexDigest(from_hex(&"ab".repeat(32)).unwrap());
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<HexDigest>(&json).unwrap(), d);
+        assert!(serde_json::from_str::<HexDigest>("\"abc\"").is_err());
     }
 }

@@ -23,7 +23,7 @@ use ureq::http::HeaderMap;
 use ureq::Proxy;
 
 use crate::blur;
-use crate::digest::{self, Sha256Digest};
+use crate::digest::{HexDigest, Sha256Digest};
 use crate::http;
 use crate::log::{Line, LogFile, OrDash};
 use crate::polite::{host_key, Gate};
@@ -242,8 +242,8 @@ impl Fetcher {
                 thread: who.thread,
                 etag: attempt.seen.etag,
                 last_modified: attempt.seen.last_modified,
-                sha256: attempt.sha256.as_ref().map(digest::to_hex),
-                blurred_sha256: attempt.blurred_sha256.as_ref().map(digest::to_hex),
+                sha256: attempt.sha256.map(|d| Box::new(HexDigest(d))),
+                blurred_sha256: attempt.blurred_sha256.map(|d| Box::new(HexDigest(d))),
                 saved_as: attempt.saved_as,
                 disk_full: attempt.disk_full,
             };
@@ -298,6 +298,8 @@ impl Fetcher {
             return Attempt {
                 status: Status::Skipped,
                 http: Some(code),
+                // The master hashes the kept file for `--manifest`.
+                saved_as: self.settings.hash.then(|| item.file.clone()),
                 bytes: 0,
                 reason: Some("not modified".into()),
                 transient: false,
@@ -344,7 +346,9 @@ impl Fetcher {
             let mut body = response.body_mut().as_reader();
             return match save_stream(&self.dest, &file, &mut body, expect) {
                 Ok(saved) => Attempt {
-                    saved_as: matches!(file, Cow::Owned(_)).then(|| file.to_string()),
+                    // The manifest names the file its digest is of.
+                    saved_as: (saved.sha256.is_some() || matches!(file, Cow::Owned(_)))
+                        .then(|| file.to_string()),
                     ..self.after_save(&file, code, saved.bytes, saved.sha256, seen)
                 },
                 Err(e) => {

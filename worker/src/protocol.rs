@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
 
+use crate::digest::HexDigest;
+
 /// One thing to download.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Item {
@@ -120,13 +122,14 @@ pub struct ItemReport {
     /// (with `--blur`, of the blurred file; with `--keep-original`, of the
     /// original), when the run hashes (`--checksums`, `--manifest`).
     #[serde(default)]
-    pub sha256: Option<String>,
+    pub sha256: Option<Box<HexDigest>>,
     /// With `--keep-original`, the SHA-256 (hex) of the blurred copy.
     #[serde(default)]
-    pub blurred_sha256: Option<String>,
+    pub blurred_sha256: Option<Box<HexDigest>>,
     /// The file's name in the destination, when it may not be the item's
-    /// `file`: the worker added the extension of the Content-Type, or a
-    /// re-run kept a file found under such a name.
+    /// `file` (the worker added the extension of the Content-Type, or a
+    /// re-run kept a file found under such a name), and whenever the run
+    /// hashes: the manifest is written from the reports alone.
     #[serde(default)]
     pub saved_as: Option<String>,
     /// The item could not be saved, or was not started, because the

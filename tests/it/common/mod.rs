@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -39,23 +40,36 @@ pub struct Site {
 
 impl Site {
     pub fn start(extra: &[&str]) -> Site {
-        Site::start_with(extra, None)
+        Site::start_with(os_args(extra), None)
     }
 
     /// The site over HTTPS (`--tls`), its CA certificate written to `ca`.
     pub fn start_tls(ca: &Path, extra: &[&str]) -> Site {
-        Site::start_with(extra, Some(ca))
+        let mut args = os_args(&["--tls", "--ca-out"]);
+        args.push(ca.into());
+        args.extend(os_args(extra));
+        Site::start_with(args, Some(ca))
     }
 
-    fn start_with(extra: &[&str], ca: Option<&Path>) -> Site {
-        let tls = match ca {
-            Some(ca) => vec!["--tls".into(), "--ca-out".into(), ca.as_os_str().to_owned()],
-            None => Vec::new(),
-        };
+    /// The site over HTTPS with the certificate chain `cert` and its `key`
+    /// (`--tls --cert --key`); `ca` holds the CA that signed it.
+    pub fn start_with_cert(cert: &Path, key: &Path, ca: &Path) -> Site {
+        let args = vec![
+            "--tls".into(),
+            "--cert".into(),
+            cert.into(),
+            "--key".into(),
+            key.into(),
+        ];
+        Site::start_with(args, Some(ca))
+    }
+
+    /// `flagmaster serve --port 0 ARGS`; over HTTPS, trusting the CA
+    /// certificate in `ca`, when there is one.
+    fn start_with(args: Vec<OsString>, ca: Option<&Path>) -> Site {
         let mut child = Command::new(BIN)
             .args(["serve", "--port", "0"])
-            .args(tls)
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -102,22 +116,20 @@ impl Site {
         }
     }
 
+    /// A client that trusts the site's CA, with a connection pool of its own.
+    pub fn agent(&self) -> ureq::Agent {
+        ureq::Agent::new_with_config(self.client.clone())
+    }
+
     /// Flag requests the site has answered so far.
     pub fn requests(&self) -> u64 {
-        let body = ureq::Agent::new_with_config(self.client.clone())
-            .get(format!("{}/stats", self.origin))
-            .call()
-            .expect("GET /stats")
-            .body_mut()
-            .read_to_string()
-            .expect("stats body");
-        let json: serde_json::Value = serde_json::from_str(&body).expect("stats JSON");
-        json["requests"].as_u64().expect("requests count")
+        self.stats()["requests"].as_u64().expect("requests count")
     }
 
     /// The whole `/stats` document: `requests` and `by_name`.
     pub fn stats(&self) -> serde_json::Value {
-        let body = ureq::Agent::new_with_config(self.client.clone())
+        let body = self
+            .agent()
             .get(format!("{}/stats", self.origin))
             .call()
             .expect("GET /stats")
@@ -131,6 +143,10 @@ impl Site {
     pub fn url(&self, name: &str) -> String {
         format!("{}/{name}.jpg", self.base)
     }
+}
+
+fn os_args(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
 }
 
 /// A temporary working directory with helpers to write lists and read results.
