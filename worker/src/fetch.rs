@@ -742,6 +742,19 @@ fn describe_io(e: &io::Error, url: &str) -> (String, bool) {
             return (describe_tls(tls, url), false);
         }
     }
+    // std reports a failed `getaddrinfo` only as text, its error code in
+    // words after this prefix.
+    if let Some(why) = e
+        .to_string()
+        .strip_prefix("failed to lookup address information: ")
+    {
+        let host = host_of(url);
+        return match why.starts_with("Temporary failure") {
+            // EAI_AGAIN: the resolver did not answer in time.
+            true => (format!("cannot look up {host}: DNS did not answer"), true),
+            false => (format!("host not found: {host}"), false),
+        };
+    }
     let reason = match e.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".into(),
         io::ErrorKind::ConnectionReset => "connection reset".into(),
@@ -827,6 +840,26 @@ fn plain_name(presented: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_lookups_name_the_host() {
+        // As std words a failed `getaddrinfo`, EAI_NONAME then EAI_AGAIN.
+        let lookup = |why: &str| {
+            let e = io::Error::other(format!("failed to lookup address information: {why}"));
+            describe_io(&e, "http://flags.example:8000/f/Chad.jpg")
+        };
+        assert_eq!(
+            lookup("Name or service not known"),
+            ("host not found: flags.example".to_string(), false)
+        );
+        assert_eq!(
+            lookup("Temporary failure in name resolution"),
+            (
+                "cannot look up flags.example: DNS did not answer".to_string(),
+                true
+            )
+        );
+    }
 
     #[test]
     fn tls_failures_are_permanent_and_in_words() {
