@@ -14,7 +14,9 @@ use ureq::http::Uri;
 use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::typestate::AgentScope;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{
+    ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
+};
 use ureq::{Agent, Proxy};
 
 use crate::protocol::FetchSettings;
@@ -82,6 +84,7 @@ pub struct Agents {
     http: Option<Via>,
     https: Option<Via>,
     proxy: Arc<ProxySettings>,
+    connector: SharedConnector,
 }
 
 /// The agent whose requests go through a proxy, or the proxy's URL
@@ -96,17 +99,19 @@ pub struct Chosen<'a> {
 
 impl Agents {
     pub fn new(settings: &FetchSettings) -> Agents {
+        let connector = SharedConnector::default();
         let via = |url: &Option<String>| {
             url.as_deref().map(|url| match Proxy::new(url) {
-                Ok(p) => Ok(agent(builder(settings).proxy(Some(p)).build())),
+                Ok(p) => Ok(agent(builder(settings).proxy(Some(p)).build(), &connector)),
                 Err(_) => Err(proxy::redact(url).into()),
             })
         };
         Agents {
             http: via(&settings.proxy.http),
             https: via(&settings.proxy.https),
-            direct: agent(config(settings)),
+            direct: agent(config(settings), &connector),
             proxy: Arc::new(settings.proxy.clone()),
+            connector,
         }
     }
 
@@ -116,15 +121,16 @@ impl Agents {
         let fresh = |via: &Option<Via>| {
             via.as_ref().map(|v| {
                 v.as_ref()
-                    .map(|a| agent(a.config().clone()))
+                    .map(|a| agent(a.config().clone(), &self.connector))
                     .map_err(Arc::clone)
             })
         };
         Agents {
-            direct: agent(self.direct.config().clone()),
+            direct: agent(self.direct.config().clone(), &self.connector),
             http: fresh(&self.http),
             https: fresh(&self.https),
             proxy: Arc::clone(&self.proxy),
+            connector: self.connector.clone(),
         }
     }
 
@@ -192,13 +198,32 @@ pub fn pem_certificates(pem: &[u8]) -> Vec<Certificate<'static>> {
         .collect()
 }
 
-/// An agent with a connection pool of its own over `config`.
-pub fn agent(config: Config) -> Agent {
-    Agent::with_parts(
-        config,
-        DefaultConnector::default(),
-        IpLiteralResolver::default(),
-    )
+/// An agent with a connection pool of its own over `config`, making its
+/// connections with `connector`.
+fn agent(config: Config, connector: &SharedConnector) -> Agent {
+    Agent::with_parts(config, connector.clone(), IpLiteralResolver::default())
+}
+
+/// ureq's connectors shared by the agents of one [`Agents`] and its copies
+/// for each thread. ureq's TLS connector builds its rustls configuration on
+/// first use and keeps it: hashing and parsing every root certificate, about
+/// 0.1 ms, once per process instead of once per thread and route. Sound
+/// because every agent of an `Agents` has the same TLS settings (`builder`),
+/// the first one to connect deciding the one configuration they all use.
+/// (`unversioned` API: pinned by Cargo.lock, revisit on ureq upgrades.)
+#[derive(Debug, Clone, Default)]
+struct SharedConnector(Arc<DefaultConnector>);
+
+impl Connector for SharedConnector {
+    type Out = Box<dyn Transport>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        self.0.connect(details, chained)
+    }
 }
 
 /// ureq resolves the host before every request, pooled connection or not,
