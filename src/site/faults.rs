@@ -221,8 +221,9 @@ pub(super) struct Faulty<'a> {
     pub count: u64,
     /// Wait of the timing faults, in milliseconds.
     pub fault_ms: u64,
-    /// Origin of the raw listener of the wire faults (`https://127.0.0.1:PORT`).
-    pub wire: &'a str,
+    /// Origin of the raw listener of the wire faults, as the client reaches
+    /// it (`https://127.0.0.1:PORT`).
+    pub wire: String,
 }
 
 /// The answer to a request for `req` under `fault`.

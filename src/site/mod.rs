@@ -83,9 +83,8 @@ const MAX_ARRIVALS: usize = 100_000;
 
 struct Shared {
     flags: HashMap<String, Flag>,
-    /// Origin of the raw listener of the faults hyper will not produce (see
-    /// [`wire`]): `http://` or `https://`, as the site speaks.
-    wire: String,
+    /// The raw listener of the faults hyper will not produce (see [`wire`]).
+    wire: Wire,
     config: SiteConfig,
     faults: FaultConfig,
     requests: AtomicU64,
@@ -290,7 +289,10 @@ impl Site {
             config,
             faults,
             Arc::clone(&flags),
-            origin(wire.local_addr()?, tls.is_some()),
+            Wire {
+                addr: wire.local_addr()?,
+                https: tls.is_some(),
+            },
             Arc::clone(&connections),
             delays,
         );
@@ -407,6 +409,32 @@ fn origin(addr: SocketAddr, https: bool) -> String {
     format!("{scheme}://{addr}")
 }
 
+/// The raw listener of [`wire`]: its address, and whether it speaks TLS.
+#[derive(Debug, Clone, Copy)]
+struct Wire {
+    addr: SocketAddr,
+    https: bool,
+}
+
+impl Wire {
+    /// Its origin as the client that sent `request` reaches it: the host the
+    /// client asked for (`Host`), at the wire listener's port. A site bound
+    /// to 0.0.0.0 is reached by some other address than its own.
+    fn origin_for(&self, request: &HeaderMap) -> String {
+        let asked = request
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok());
+        match asked {
+            Some(authority) => {
+                let scheme = if self.https { "https" } else { "http" };
+                format!("{scheme}://{}:{}", authority.host(), self.addr.port())
+            }
+            None => origin(self.addr, self.https),
+        }
+    }
+}
+
 /// Counts the connections the site accepts, for `/stats`.
 fn counter<T>(connections: Arc<AtomicU64>) -> impl FnMut(&mut T) + Send + 'static {
     move |_| {
@@ -435,7 +463,7 @@ fn router(
     config: SiteConfig,
     faults: FaultConfig,
     flags: Arc<HashMap<String, Bytes>>,
-    wire: String,
+    wire: Wire,
     connections: Arc<AtomicU64>,
     delays: Option<delay::Delays>,
 ) -> (Router, Arc<Shared>) {
@@ -506,7 +534,7 @@ async fn serve_flag(
                 jpeg,
                 count,
                 fault_ms: site.faults.fault_ms,
-                wire: &site.wire,
+                wire: site.wire.origin_for(&headers),
             };
             faults::respond(fault, req).await
         }
@@ -599,6 +627,28 @@ async fn stats(State(site): State<Arc<Shared>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wire_listener_is_reached_by_the_host_the_client_asked_for() {
+        let wire = Wire {
+            addr: "0.0.0.0:4242".parse().unwrap(),
+            https: false,
+        };
+        let asked = |host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            wire.origin_for(&headers)
+        };
+        assert_eq!(asked("192.168.1.5:8000"), "http://192.168.1.5:4242");
+        assert_eq!(asked("flags.lan"), "http://flags.lan:4242");
+        assert_eq!(asked("[::1]:8000"), "http://[::1]:4242");
+        assert_eq!(wire.origin_for(&HeaderMap::new()), "http://0.0.0.0:4242");
+        let tls = Wire {
+            https: true,
+            ..wire
+        };
+        assert_eq!(tls.origin_for(&HeaderMap::new()), "https://0.0.0.0:4242");
+    }
 
     fn get(agent: &ureq::Agent, url: &str) -> Vec<u8> {
         agent

@@ -35,6 +35,9 @@ pub async fn serve(
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, most likely: as the TLS listener does,
+            // wait rather than spin until some are closed.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let (flags, tls) = (Arc::clone(&flags), tls.clone());
