@@ -223,30 +223,47 @@ pub(crate) fn download(
     );
 }
 
+/// Downloads 12 flags from `base` through the proxy `url` (with `extra`
+/// arguments) in every mode: the files are the site's, `tunnels` (the
+/// proxy's own log of its tunnels to the site) grows in each mode, and
+/// master.log names the proxy as `shown`, its credentials hidden.
+pub(crate) fn every_mode_through(
+    base: &str,
+    url: &str,
+    extra: &[&str],
+    shown: &str,
+    tunnels: impl Fn() -> usize,
+) {
+    let names = flag_names(12);
+    for mode in MODES {
+        let work = Work::new();
+        let before = tunnels();
+        let mut args = mode.to_vec();
+        args.extend(["--proxy", url]);
+        args.extend_from_slice(extra);
+        download(&work, base, &names, &args, &[]);
+        assert!(
+            tunnels() > before,
+            "{mode:?}: the proxy's log shows no tunnel"
+        );
+        let start = &work.master_events("start")[0];
+        assert_eq!(start["proxy_http"], shown, "{mode:?}");
+        assert_eq!(start["proxy_https"], shown, "{mode:?}");
+    }
+}
+
 #[test]
 fn every_mode_downloads_through_a_real_proxy() {
     let site = Site::start(&[]);
     let proxy = Tinyproxy::start();
     let target = site_host_port(&site);
-    let names = flag_names(12);
-    let url = proxy.url();
-    for mode in MODES {
-        let work = Work::new();
-        let before = proxy.tunnels_to(&target);
-        let mut args = mode.to_vec();
-        args.extend(["--proxy", &url]);
-        download(&work, &site.base, &names, &args, &[]);
-        assert!(
-            proxy.tunnels_to(&target) > before,
-            "{mode:?}: tinyproxy's log shows no CONNECT {target}"
-        );
-        let start = &work.master_events("start")[0];
-        let shown = format!("http://***@127.0.0.1:{}", proxy.port);
-        assert_eq!(start["proxy_http"], shown);
-        assert_eq!(start["proxy_https"], shown);
-    }
+    let shown = format!("http://***@127.0.0.1:{}", proxy.port);
+    every_mode_through(&site.base, &proxy.url(), &[], &shown, || {
+        proxy.tunnels_to(&target)
+    });
 }
 
+/// Verified end to end through the tunnel: the files are the site's.
 #[test]
 fn every_mode_downloads_https_through_a_real_proxy() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -255,20 +272,11 @@ fn every_mode_downloads_https_through_a_real_proxy() {
     assert!(site.base.starts_with("https://"), "{}", site.base);
     let proxy = Tinyproxy::start();
     let target = site_host_port(&site);
-    let names = flag_names(12);
-    let url = proxy.url();
-    for mode in MODES {
-        let work = Work::new();
-        let before = proxy.tunnels_to(&target);
-        let mut args = mode.to_vec();
-        args.extend(["--proxy", &url, "--cacert", ca.to_str().unwrap()]);
-        // Verified end to end through the tunnel: the files are the site's.
-        download(&work, &site.base, &names, &args, &[]);
-        assert!(
-            proxy.tunnels_to(&target) > before,
-            "{mode:?}: tinyproxy's log shows no CONNECT {target}"
-        );
-    }
+    let shown = format!("http://***@127.0.0.1:{}", proxy.port);
+    let cacert = ["--cacert", ca.to_str().unwrap()];
+    every_mode_through(&site.base, &proxy.url(), &cacert, &shown, || {
+        proxy.tunnels_to(&target)
+    });
 }
 
 #[test]
@@ -291,28 +299,33 @@ fn credentials_reach_the_proxy_and_its_refusal_is_final() {
     assert_eq!(failures(&Work::new(), &args, &[]), vec![(reason, 1); 2]);
 }
 
+/// Downloads from `base` that must bypass the proxy `url`: with
+/// `--noproxy`, `NO_PROXY` or `no_proxy`, and with the proxy in the
+/// environment's `vars`, which are never used for loopback hosts.
+pub(crate) fn downloads_that_bypass(base: &str, url: &str, vars: [&str; 2]) {
+    let names = flag_names(6);
+    let cases: [Case; 4] = [
+        (vec!["--proxy", url, "--noproxy", "127.0.0.1"], vec![]),
+        (
+            vec!["--proxy", url],
+            vec![("NO_PROXY", "localhost,127.0.0.1")],
+        ),
+        (
+            vec!["--proxy", url, "--mode", "threads"],
+            vec![("no_proxy", "*")],
+        ),
+        (vec![], vec![(vars[0], url), (vars[1], url)]),
+    ];
+    for (args, env) in cases {
+        download(&Work::new(), base, &names, &args, &env);
+    }
+}
+
 #[test]
 fn the_no_proxy_list_and_loopback_items_bypass_the_proxy() {
     let site = Site::start(&[]);
     let proxy = Tinyproxy::start();
-    let names = flag_names(6);
-    let url = proxy.url();
-    let cases: [Case; 4] = [
-        (vec!["--proxy", &url, "--noproxy", "127.0.0.1"], vec![]),
-        (
-            vec!["--proxy", &url],
-            vec![("NO_PROXY", "localhost,127.0.0.1")],
-        ),
-        (
-            vec!["--proxy", &url, "--mode", "threads"],
-            vec![("no_proxy", "*")],
-        ),
-        // The environment's proxies are never used for loopback hosts.
-        (vec![], vec![("http_proxy", &url), ("ALL_PROXY", &url)]),
-    ];
-    for (args, env) in cases {
-        download(&Work::new(), &site.base, &names, &args, &env);
-    }
+    downloads_that_bypass(&site.base, &proxy.url(), ["http_proxy", "ALL_PROXY"]);
     let log = fs::read_to_string(&proxy.log).unwrap_or_default();
     // (Its `Connect` lines are the readiness probe's.)
     assert!(

@@ -9,9 +9,10 @@ use std::fs::{self, File};
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::common::{flag_names, ChildGuard, Site, Work};
+use crate::common::{ChildGuard, Site, Work};
 use crate::proxies::{
-    download, failures, free_port, listening, remote_urls, site_host_port, Case, MODES, SECRET,
+    downloads_that_bypass, every_mode_through, failures, free_port, listening, remote_urls,
+    site_host_port, Case, SECRET,
 };
 
 /// microsocks's user.
@@ -77,23 +78,10 @@ fn every_mode_downloads_through_socks5() {
     let site = Site::start(&[]);
     let proxy = Microsocks::start();
     let target = site_host_port(&site);
-    let names = flag_names(12);
-    let url = proxy.url("socks5");
-    for mode in MODES {
-        let work = Work::new();
-        let before = proxy.tunnels_to(&target);
-        let mut args = mode.to_vec();
-        args.extend(["--proxy", &url]);
-        download(&work, &site.base, &names, &args, &[]);
-        assert!(
-            proxy.tunnels_to(&target) > before,
-            "{mode:?}: microsocks's log shows no tunnel to {target}"
-        );
-        let start = &work.master_events("start")[0];
-        let shown = format!("socks5://***@127.0.0.1:{}", proxy.port);
-        assert_eq!(start["proxy_http"], shown);
-        assert_eq!(start["proxy_https"], shown);
-    }
+    let shown = format!("socks5://***@127.0.0.1:{}", proxy.port);
+    every_mode_through(&site.base, &proxy.url("socks5"), &[], &shown, || {
+        proxy.tunnels_to(&target)
+    });
 }
 
 /// socks5h sends the site's name to the proxy, which looks it up: the log
@@ -112,19 +100,11 @@ fn every_mode_downloads_https_through_socks5h_which_resolves_names() {
     let base = site.base.replace("127.0.0.1", "localhost");
     let target = format!("localhost:{port}");
     let proxy = Microsocks::start();
-    let names = flag_names(12);
-    let url = proxy.url("socks5h");
-    for mode in MODES {
-        let work = Work::new();
-        let before = proxy.tunnels_to(&target);
-        let mut args = mode.to_vec();
-        args.extend(["--proxy", &url, "--cacert", ca.to_str().unwrap()]);
-        download(&work, &base, &names, &args, &[]);
-        assert!(
-            proxy.tunnels_to(&target) > before,
-            "{mode:?}: microsocks's log shows no tunnel to {target}"
-        );
-    }
+    let shown = format!("socks5h://***@127.0.0.1:{}", proxy.port);
+    let cacert = ["--cacert", ca.to_str().unwrap()];
+    every_mode_through(&base, &proxy.url("socks5h"), &cacert, &shown, || {
+        proxy.tunnels_to(&target)
+    });
 }
 
 #[test]
@@ -148,24 +128,11 @@ fn wrong_or_missing_socks_credentials_are_final() {
 fn the_no_proxy_list_and_loopback_items_bypass_socks() {
     let site = Site::start(&[]);
     let proxy = Microsocks::start();
-    let names = flag_names(6);
-    let url = proxy.url("socks5");
-    let cases: [Case; 4] = [
-        (vec!["--proxy", &url, "--noproxy", "127.0.0.1"], vec![]),
-        (
-            vec!["--proxy", &url],
-            vec![("NO_PROXY", "localhost,127.0.0.1")],
-        ),
-        (
-            vec!["--proxy", &url, "--mode", "threads"],
-            vec![("no_proxy", "*")],
-        ),
-        // The environment's proxies are never used for loopback hosts.
-        (vec![], vec![("ALL_PROXY", &url), ("https_proxy", &url)]),
-    ];
-    for (args, env) in cases {
-        download(&Work::new(), &site.base, &names, &args, &env);
-    }
+    downloads_that_bypass(
+        &site.base,
+        &proxy.url("socks5"),
+        ["ALL_PROXY", "https_proxy"],
+    );
     assert_eq!(proxy.tunnels(), 0, "microsocks saw requests");
 }
 
