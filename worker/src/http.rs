@@ -206,8 +206,9 @@ fn agent(config: Config, connector: &SharedConnector) -> Agent {
 
 /// ureq's connectors shared by the agents of one [`Agents`] and its copies
 /// for each thread. ureq's TLS connector builds its rustls configuration on
-/// first use and keeps it: hashing and parsing every root certificate, about
-/// 0.1 ms, once per process instead of once per thread and route. Sound
+/// first use and keeps it: every root certificate hashed and parsed once per
+/// process instead of once per thread and route (at 256 threads over HTTPS,
+/// a quarter of the client's CPU and 44 MB; docs/benchmarks.md). Sound
 /// because every agent of an `Agents` has the same TLS settings (`builder`),
 /// the first one to connect deciding the one configuration they all use.
 /// (`unversioned` API: pinned by Cargo.lock, revisit on ureq upgrades.)
