@@ -134,7 +134,8 @@ impl Reporter {
                 pid,
                 silent,
             } => warn(&format!(
-                "worker {worker} (pid {pid}) silent for {silent:?} with items in hand; killing it"
+                "worker {worker} (pid {pid}) silent for {:.1} s with items in hand; killing it",
+                silent.as_secs_f64()
             )),
             RunEvent::NotStarted { worker, why } => warn(&format!("worker {worker} {why}")),
             RunEvent::DiskFull(item) => warn(&format!(

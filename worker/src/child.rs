@@ -43,7 +43,7 @@ pub enum ChildError {
     Ipc(#[from] ipc_channel::IpcError),
     #[error("cannot create a channel: {0}")]
     Channel(#[source] std::io::Error),
-    #[error("expected Setup from the master, got {0}")]
+    #[error("protocol error: {0}")]
     Protocol(String),
     #[error("cannot open log {path}: {source}")]
     Log {
@@ -90,7 +90,16 @@ pub fn run(server_name: &str, worker: u32) -> Result<(), ChildError> {
     }))?;
     let setup = match commands.recv()? {
         Command::Setup(setup) => *setup,
-        other => return Err(ChildError::Protocol(format!("{other:?}"))),
+        other => {
+            let got = match other {
+                Command::Chunk(_) => "items",
+                Command::Done => "done",
+                Command::Stop | Command::Setup(_) => "stop",
+            };
+            return Err(ChildError::Protocol(format!(
+                "the master sent {got} before the settings"
+            )));
+        }
     };
     // Before any thread of ours starts (see `reserve_descriptors`).
     crate::reserve_descriptors(64 + crate::FDS_PER_LOOP * setup.threads as usize);
