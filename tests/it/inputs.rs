@@ -6,7 +6,7 @@ use crate::common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{alive, signal, stderr, stdout, Site, Work};
 use flagmaster::site::flag::flag_jpeg;
@@ -190,40 +190,21 @@ fn a_stopped_worker_is_killed_and_its_items_handed_on() {
     let site = Site::start(&["--delay-ms", "100"]);
     let work = Work::new();
     let child = work.spawn(
-        &[
-            "--base-url",
+        &common::proc_run(
             &site.base,
-            "--limit",
             "30",
-            "--mode",
-            "proc",
-            "--procs",
             "2",
-            "--chunk-size",
-            "5",
-            "--timeout",
-            "1",
-            "--json",
-        ],
+            &["--chunk-size", "5", "--timeout", "1", "--json"],
+        ),
         &[],
     );
     // Wait for the first hello, then freeze that worker: alive, but silent.
-    let start = Instant::now();
-    let frozen = loop {
-        if let Some(hello) = work.master_events("hello").first() {
-            break hello["pid"].clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no worker started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    signal("STOP", &frozen);
+    let (_, frozen) = common::hellos(&work, 1, Duration::from_secs(20))[0];
+    signal("STOP", frozen);
     let out = common::wait_output(child, Duration::from_secs(60));
     // Should the master have failed to kill it, do not leave it behind.
-    if alive(frozen.parse().unwrap()) {
-        signal("KILL", &frozen);
+    if alive(frozen) {
+        signal("KILL", frozen);
     }
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -231,8 +212,8 @@ fn a_stopped_worker_is_killed_and_its_items_handed_on() {
     let stuck = work.master_events("worker_stuck");
     assert_eq!(stuck.len(), 1, "the stuck worker is recorded");
     let end = work.master_events("worker_end");
-    let killed = end.iter().find(|f| f["pid"] == frozen).unwrap();
+    let killed = end.iter().find(|f| f["pid"] == frozen.to_string()).unwrap();
     assert!(killed["exit"].contains("signal: 9"), "{killed:?}");
     let stuck = &stuck[0];
-    assert_eq!(stuck["pid"], frozen);
+    assert_eq!(stuck["pid"], frozen.to_string());
 }

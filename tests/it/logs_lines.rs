@@ -8,7 +8,7 @@ use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{flag_names, is_event, logfmt, signal, stderr, Site, Work};
 
@@ -383,24 +383,14 @@ fn a_killed_worker_s_items_are_named_and_finished_by_others() {
         ],
         &[],
     );
-    let started = Instant::now();
-    let first = loop {
-        if let Some(hello) = work.master_events("hello").into_iter().next() {
-            break hello;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no worker started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    signal("KILL", &first["pid"]);
+    let (worker, pid) = common::hellos(&work, 1, Duration::from_secs(20))[0];
+    signal("KILL", pid);
     let out = common::wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["counts"]["ok"], 22, "every item still downloaded");
 
-    let dead = &first["worker"];
+    let dead = &worker.to_string();
     let died = work.master_events("worker_died");
     assert_eq!(died.len(), 1, "{died:?}");
     assert_eq!(&died[0]["worker"], dead);

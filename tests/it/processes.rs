@@ -21,19 +21,7 @@ fn a_killed_worker_hands_its_items_to_the_others() {
     let site = Site::start(&["--delay-ms", "100"]);
     let work = Work::new();
     let child = work.spawn(
-        &[
-            "--base-url",
-            &site.base,
-            "--limit",
-            "40",
-            "--mode",
-            "proc",
-            "--procs",
-            "3",
-            "--chunk-size",
-            "4",
-            "--json",
-        ],
+        &common::proc_run(&site.base, "40", "3", &["--chunk-size", "4", "--json"]),
         &[],
     );
     let pids = spawned_pids(&work, 3, Duration::from_secs(20));
@@ -194,17 +182,7 @@ fn a_worker_that_dies_before_its_hello_does_not_hang_the_run() {
     let site = Site::start(&[]);
     let work = Work::new();
     let child = work.spawn(
-        &[
-            "--base-url",
-            &site.base,
-            "--limit",
-            "20",
-            "--mode",
-            "proc",
-            "--procs",
-            "3",
-            "--json",
-        ],
+        &common::proc_run(&site.base, "20", "3", &["--json"]),
         &[(flagmaster_worker::child::EXIT_BEFORE_HELLO_ENV, "2")],
     );
     let out = common::wait_output(child, Duration::from_secs(60));
@@ -228,19 +206,7 @@ fn a_panicking_worker_is_recorded_and_its_items_handed_on() {
     let site = Site::start(&["--delay-ms", "20"]);
     let work = Work::new();
     let child = work.spawn(
-        &[
-            "--base-url",
-            &site.base,
-            "--limit",
-            "30",
-            "--mode",
-            "proc",
-            "--procs",
-            "2",
-            "--chunk-size",
-            "5",
-            "--json",
-        ],
+        &common::proc_run(&site.base, "30", "2", &["--chunk-size", "5", "--json"]),
         &[(flagmaster_worker::child::PANIC_AFTER_ENV, "1:2")],
     );
     let out = common::wait_output(child, Duration::from_secs(60));

@@ -242,19 +242,7 @@ fn a_killed_worker_a_cut_line_and_a_missing_log_give_one_warning() {
     let site = Site::start(&["--delay-ms", "100"]);
     let work = Work::new();
     let child = work.spawn(
-        &[
-            "--base-url",
-            &site.base,
-            "--limit",
-            "40",
-            "--mode",
-            "proc",
-            "--procs",
-            "3",
-            "--chunk-size",
-            "4",
-            "--json",
-        ],
+        &common::proc_run(&site.base, "40", "3", &["--chunk-size", "4", "--json"]),
         &[],
     );
     // Killed once it has finished an item, so that it has a lane to end.
@@ -350,20 +338,8 @@ fn a_panicked_worker_s_log_is_read_up_to_its_panic() {
     let site = Site::start(&["--delay-ms", "20"]);
     let work = Work::new();
     let child = work.spawn(
-        &[
-            "--base-url",
-            &site.base,
-            "--limit",
-            "30",
-            "--mode",
-            "proc",
-            "--procs",
-            "3",
-            "--chunk-size",
-            "2",
-            "--quiet",
-        ],
-        &[("FLAGMASTER_INJECT_PANIC_AFTER", "2:3")],
+        &common::proc_run(&site.base, "30", "3", &["--chunk-size", "2", "--quiet"]),
+        &[(flagmaster_worker::child::PANIC_AFTER_ENV, "2:3")],
     );
     let out = common::wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -394,20 +370,7 @@ fn a_panicked_worker_s_log_is_read_up_to_its_panic() {
 fn an_interrupted_run_is_read_as_the_report_tells_it() {
     let site = Site::start(&["--delay-ms", "150"]);
     let work = Work::new();
-    let child = work.spawn(
-        &[
-            "--base-url",
-            &site.base,
-            "--limit",
-            "60",
-            "--mode",
-            "proc",
-            "--procs",
-            "3",
-            "--json",
-        ],
-        &[],
-    );
+    let child = work.spawn(&common::proc_run(&site.base, "60", "3", &["--json"]), &[]);
     let pid = child.id();
     let start = std::time::Instant::now();
     while work.files("flags").len() < 3 {

@@ -344,6 +344,28 @@ pub fn signal(signal: &str, pid: impl std::fmt::Display) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
+/// `--base-url BASE --limit LIMIT --mode proc --procs PROCS` and `more`: the
+/// runs that tests start and then disturb (kill, stop, interrupt).
+pub fn proc_run<'a>(
+    base: &'a str,
+    limit: &'a str,
+    procs: &'a str,
+    more: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "--base-url",
+        base,
+        "--limit",
+        limit,
+        "--mode",
+        "proc",
+        "--procs",
+        procs,
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
 /// The first `n` names of the built-in list.
 pub fn flag_names(n: usize) -> Vec<String> {
     flagmaster::input::list::parse(flagmaster::input::list::BUILTIN)
